@@ -1,0 +1,106 @@
+"""Wiring: config -> stores -> refresher -> exposition -> HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from prometheus_client import CollectorRegistry
+
+from .config import Config, DiscoverConfig, ModelConfig, S3Settings
+from .refresher import Refresher
+from .server import Exposition, MetricsServer
+from .snapshot import Snapshot
+from .sources import DirectoryStore, ObjectStore, S3Store
+
+log = logging.getLogger("deepracer_exporter")
+
+
+def make_s3_client(s3: S3Settings) -> Any:
+    """A boto3 S3 client with bounded timeouts and retries (standard mode backs off)."""
+    session = boto3.session.Session(
+        profile_name=s3.profile,
+        aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=s3.secret_access_key,
+        aws_session_token=s3.session_token,
+    )
+    config = BotoConfig(
+        connect_timeout=s3.connect_timeout,
+        read_timeout=s3.read_timeout,
+        retries={"max_attempts": s3.max_attempts, "mode": "standard"},
+        s3={"addressing_style": "path"} if s3.endpoint_url else None,
+        max_pool_connections=32,
+    )
+    return session.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region or
+                          "us-east-1", config=config)
+
+
+class StoreFactory:
+    """Creates stores for models and discover entries; one S3 client is shared by all."""
+
+    def __init__(self, s3_client: Callable[[], Any]) -> None:
+        self._s3_client = s3_client
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, where: ModelConfig | DiscoverConfig) -> ObjectStore:
+        if where.bucket is None:
+            return DirectoryStore(where.directory or ".")
+        with self._lock:
+            if self._client is None:
+                self._client = self._s3_client()
+        return S3Store(self._client, where.bucket)
+
+
+class Exporter:
+    """The running service: background refresher plus HTTP server, started and stopped as one."""
+
+    def __init__(self, config: Config, stores: Callable[[ModelConfig | DiscoverConfig],
+                                                          ObjectStore],
+                 registry: CollectorRegistry | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.exposition = Exposition(registry)
+        self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update)
+        self.server: MetricsServer | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.refresher.snapshot
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.server_address[1])
+
+    def start(self, serve: bool = True) -> None:
+        """First refresh in the foreground (so the first scrape has data), then background."""
+        config = self.refresher.config
+        self.refresher.refresh_once()
+        if serve:
+            self.server = MetricsServer(config.listen_host, config.listen_port, self.exposition)
+            t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._loop, name="refresher", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _loop(self) -> None:
+        self._stop.wait(self.refresher.config.refresh_interval)
+        self.refresher.run(self._stop)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.refresher.close()

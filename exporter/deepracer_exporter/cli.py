@@ -1,0 +1,206 @@
+"""Command line: serve, --once, --check-config, demo and simulate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from . import __version__
+from .app import Exporter, StoreFactory, make_s3_client
+from .config import Config, ConfigInvalid, S3Settings, load_config, parse_duration
+
+log = logging.getLogger("deepracer_exporter")
+
+
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepracer-exporter",
+        description="Prometheus exporter for AWS DeepRacer training progress. "
+                    "Subcommands: 'demo' (embedded default, no cloud account) and 'simulate'.")
+    p.add_argument("--config", required=True, help="YAML configuration file")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true",
+                      help="refresh once, print the exposition to stdout and exit")
+    mode.add_argument("--check-config", action="store_true",
+                      help="validate the configuration and exit")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _stores(config: Config) -> StoreFactory:
+    return StoreFactory(lambda: make_s3_client(config.s3))
+
+
+def _describe(config: Config, path: str) -> str:
+    lines = [f"{path}: configuration is valid",
+             f"  listen {config.listen_host}:{config.listen_port}, refresh every "
+             f"{config.refresh_interval:g}s"]
+    if config.s3.endpoint_url or config.s3.profile:
+        lines.append(f"  s3 endpoint {config.s3.endpoint_url or 'AWS'}"
+                     f"{', profile ' + config.s3.profile if config.s3.profile else ''}")
+    for m in config.models:
+        where = f"s3://{m.bucket}" if m.bucket else m.directory
+        lines.append(f"  model {m.name}: {where} rounds {', '.join(m.rounds)}")
+    for d in config.discover:
+        lines.append(f"  discover {d.source_label}")
+    return "\n".join(lines)
+
+
+def _serve(config: Config, path: str) -> int:
+    exporter = Exporter(config, _stores(config), registry=_registry())
+    try:
+        exporter.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.listen_host, config.listen_port,
+                  exc.strerror or exc)
+        return 1
+    log.info("serving http://%s:%d/metrics (%d models; refresh every %gs)", config.listen_host,
+             exporter.port, len(exporter.snapshot.models), config.refresh_interval)
+    stop = threading.Event()
+    reload = threading.Event()
+
+    def on_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reload.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    while True:
+        stop.wait()
+        if not reload.is_set():
+            break
+        stop.clear()
+        reload.clear()
+        try:
+            new = load_config(path)
+        except ConfigInvalid as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            continue
+        if (new.listen_host, new.listen_port) != (config.listen_host, config.listen_port):
+            log.warning("reload: 'listen' changes take effect only after a restart")
+        if new.s3 != config.s3:
+            log.warning("reload: 's3' changes take effect only after a restart")
+        exporter.refresher.reconfigure(new)
+        log.info("reloaded %s: %d models, %d discover entries", path, len(new.models),
+                 len(new.discover))
+    exporter.stop()
+    return 0
+
+
+def _once(config: Config) -> int:
+    exporter = Exporter(config, _stores(config), registry=CollectorRegistry())
+    exporter.refresher.refresh_once()
+    exporter.refresher.close()
+    sys.stdout.write(exporter.exposition.rendered.plain.decode())
+    return 0
+
+
+def _main_serve(argv: list[str]) -> int:
+    args = _serve_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(_describe(config, args.config))
+        return 0
+    try:
+        if args.once:
+            return _once(config)
+        return _serve(config, args.config)
+    except BotoCoreError as exc:  # e.g. a profile that does not exist
+        print(f"{args.config}: s3: {exc}", file=sys.stderr)
+        return 2
+
+
+def _simulate_parser(prog: str, demo: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    if demo:
+        p.description = ("Embedded default: an in-process S3 endpoint, a simulated training of "
+                         "two models (one with two workers) and the exporter against it.")
+        p.add_argument("--listen", default="127.0.0.1:9877", help="exporter HOST:PORT")
+        p.add_argument("--refresh-interval", default="5s")
+    else:
+        p.description = "Write a simulated training into an existing S3 or minio bucket."
+        p.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://minio:9000")
+        p.add_argument("--bucket", required=True)
+        p.add_argument("--region", default="us-east-1")
+    p.add_argument("--interval", default="0.5s", help="time between simulated episodes")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def _main_simulate(argv: list[str]) -> int:
+    from .demo import run_simulate
+
+    args = _simulate_parser("deepracer-exporter simulate", demo=False).parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        interval = parse_duration(args.interval)
+    except ValueError:
+        print(f"--interval: expected a duration like 0.5s, got {args.interval!r}",
+              file=sys.stderr)
+        return 2
+    client = make_s3_client(S3Settings(endpoint_url=args.endpoint_url, region=args.region))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_simulate(client, args.bucket, interval, stop)
+    return 0
+
+
+def _main_demo(argv: list[str]) -> int:
+    from .demo import run_demo
+
+    args = _simulate_parser("deepracer-exporter demo", demo=True).parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        interval = parse_duration(args.interval)
+        refresh = parse_duration(args.refresh_interval)
+    except ValueError as exc:
+        print(f"expected a duration like 5s, got {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return run_demo(args.listen, refresh, interval, stop, _registry())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "demo":
+        return _main_demo(args[1:])
+    if args and args[0] == "simulate":
+        return _main_simulate(args[1:])
+    return _main_serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The background loop: discover models, refresh each, build a Snapshot, swap it in.
+
+Models refresh in a thread pool, so one slow or broken model never delays the others beyond its
+own bounded S3 timeouts. The snapshot is replaced with one assignment; readers never see half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from .config import Config, DiscoverConfig, ModelConfig, ShardConfig
+from .snapshot import Snapshot
+from .sources import ObjectStore, SourceError
+from .watch import DeriveSettings, ModelWatcher
+
+log = logging.getLogger("deepracer_exporter")
+
+StoreFactory = Callable[[ModelConfig | DiscoverConfig], ObjectStore]
+
+
+def shard_owner(key: str, total: int) -> int:
+    """Replica that owns `key`: rendezvous hashing, so adding a replica moves only its share."""
+    def score(replica: int) -> bytes:
+        return hashlib.sha256(f"{replica}\0{key}".encode()).digest()
+
+    return max(range(total), key=score)
+
+
+def model_key(model: ModelConfig) -> str:
+    return f"{model.bucket or model.directory}/{model.rounds[0]}"
+
+
+def owned(model: ModelConfig, shard: ShardConfig) -> bool:
+    return shard.total <= 1 or shard_owner(model_key(model), shard.total) == shard.index
+
+
+def discover_models(entry: DiscoverConfig, store: ObjectStore,
+                    known: set[tuple[str | None, str | None, str]]) -> list[ModelConfig]:
+    """Prefixes directly under `entry.prefix` holding metrics/TrainingMetrics*.json."""
+    base = f"{entry.prefix}/" if entry.prefix else ""
+    found = []
+    for child in store.list_children(base):
+        prefix = child.rstrip("/")
+        if (entry.bucket, entry.directory, prefix) in known:
+            found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
+                                     directory=entry.directory))
+            continue
+        if store.list(f"{prefix}/metrics/TrainingMetrics"):
+            found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
+                                     directory=entry.directory))
+    return found
+
+
+class Refresher:
+    def __init__(self, config: Config, make_store: StoreFactory,
+                 clock: Callable[[], float] = time.time,
+                 on_snapshot: Callable[[Snapshot], None] | None = None) -> None:
+        self._make_store = make_store
+        self._clock = clock
+        self._on_snapshot = on_snapshot
+        self._watchers: dict[str, ModelWatcher] = {}
+        self._discovered: set[tuple[str | None, str | None, str]] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self.config = config
+        self.snapshot = Snapshot((), (), config.refresh_interval, config.rolling_window, clock())
+
+    def reconfigure(self, config: Config) -> None:
+        """Use a new configuration from the next refresh on; watchers of kept models stay."""
+        self.config = config
+
+    def _settings(self) -> DeriveSettings:
+        c = self.config
+        return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes)
+
+    def _wanted(self) -> tuple[list[ModelConfig], list[tuple[str, bool]]]:
+        config = self.config
+        models = list(config.models)
+        configured = {(m.bucket, m.directory, p) for m in models for p in m.rounds}
+        names = {m.name for m in models}
+        discovery: list[tuple[str, bool]] = []
+        for entry in config.discover:
+            try:
+                found = discover_models(entry, self._make_store(entry),
+                                        configured | self._discovered)
+                discovery.append((entry.source_label, True))
+            except SourceError as exc:
+                log.warning("discovery of %s failed (%s: %s); keeping models found before",
+                            entry.source_label, exc.reason, exc)
+                discovery.append((entry.source_label, False))
+                found = [w.model for w in self._watchers.values()
+                         if (w.model.bucket, w.model.directory) == (entry.bucket, entry.directory)
+                         and (w.model.bucket, w.model.directory, w.model.rounds[0])
+                         in self._discovered]
+            for m in found:
+                key = (m.bucket, m.directory, m.rounds[0])
+                if key in configured or m.name in names:
+                    continue
+                if key not in self._discovered:
+                    log.info("discovered model %s in %s", m.name, entry.source_label)
+                self._discovered.add(key)
+                names.add(m.name)
+                models.append(m)
+        return [m for m in models if owned(m, config.shard)], discovery
+
+    def refresh_once(self) -> Snapshot:
+        models, discovery = self._wanted()
+        settings = self._settings()
+        watchers: dict[str, ModelWatcher] = {}
+        for m in models:
+            w = self._watchers.get(m.name)
+            if w is None or w.model != m:
+                w = ModelWatcher(m, self._make_store(m), settings, clock=self._clock)
+            watchers[m.name] = w
+        self._watchers = watchers
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.refresh_workers,
+                                            thread_name_prefix="refresh")
+        results = list(self._pool.map(lambda w: w.refresh(), watchers.values()))
+        snap = Snapshot(tuple(results), tuple(discovery), self.config.refresh_interval,
+                        self.config.rolling_window, self._clock())
+        self.snapshot = snap
+        if self._on_snapshot is not None:
+            self._on_snapshot(snap)
+        return snap
+
+    def run(self, stop: threading.Event) -> None:
+        """Refresh every interval until `stop` is set; the interval counts from each start."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.refresh_once()
+            except Exception:  # a bug must not kill the loop that keeps the data fresh
+                log.exception("refresh cycle failed unexpectedly; retrying next interval")
+            elapsed = time.monotonic() - started
+            if elapsed > self.config.refresh_interval:
+                log.warning("refresh took %.1fs, longer than refresh_interval %.1fs", elapsed,
+                            self.config.refresh_interval)
+            stop.wait(max(0.0, self.config.refresh_interval - elapsed))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,93 @@
+"""HTTP: `/metrics` serves the exposition rendered once per refresh; scrapes never touch S3.
+
+Rendering happens when a snapshot is swapped in (`Exposition.update`), so a scrape is a lookup
+of ready bytes (plain or gzip), whatever the number of concurrent scrapers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .collector import SnapshotCollector
+from .snapshot import Snapshot
+
+_LANDING = b"""<!DOCTYPE html>
+<html><head><title>DeepRacer exporter</title></head>
+<body><h1>DeepRacer exporter</h1>
+<p>Prometheus metrics of AWS DeepRacer training progress: <a href="/metrics">/metrics</a></p>
+</body></html>
+"""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    plain: bytes
+    gzipped: bytes
+
+
+class Exposition:
+    """Holds the latest rendered exposition; `update` renders a new snapshot once."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._snapshot: Snapshot | None = None
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(SnapshotCollector(self._current))
+        self._lock = threading.Lock()
+        self.rendered = Rendered(b"", gzip.compress(b""))
+
+    def _current(self) -> Snapshot:
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def update(self, snapshot: Snapshot) -> Rendered:
+        with self._lock:  # one render at a time; readers use the previous bytes meanwhile
+            self._snapshot = snapshot
+            body = generate_latest(self.registry)
+            rendered = Rendered(body, gzip.compress(body, compresslevel=6))
+            self.rendered = rendered
+            return rendered
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            rendered = self.server.exposition.rendered
+            accept = self.headers.get("Accept-Encoding", "")
+            body, encoding = ((rendered.gzipped, "gzip") if "gzip" in accept
+                              else (rendered.plain, None))
+            self._send(200, CONTENT_TYPE_LATEST, body, encoding)
+        elif path == "/":
+            self._send(200, "text/html; charset=utf-8", _LANDING)
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found; see /metrics\n")
+
+    def _send(self, code: int, ctype: str, body: bytes, encoding: str | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged: one line per scrape would drown the useful lines."""
+
+
+class MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, exposition: Exposition) -> None:
+        self.exposition = exposition
+        super().__init__((host, port), _Handler)
