@@ -1,0 +1,408 @@
+"""Static checks of the Grafana provisioning and dashboards (no Grafana needed).
+
+Catches what Grafana would only show as an empty or broken panel: typos in metric names, PromQL
+syntax errors, datasource uids that do not exist, per-iteration charts plotted over wall time,
+and dashboards that drifted from grafana/generate_dashboards.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import dashboards as dash
+import pytest
+import yaml
+
+DS_UID = "deepracer-prometheus"
+DS_REF = {"type": "prometheus", "uid": DS_UID}
+
+# Grafana 11 core panel plugins this project may use.
+CORE_PANEL_TYPES = {
+    "alertlist",
+    "barchart",
+    "bargauge",
+    "gauge",
+    "histogram",
+    "piechart",
+    "row",
+    "stat",
+    "state-timeline",
+    "status-history",
+    "table",
+    "text",
+    "timeseries",
+    "trend",
+    "xychart",
+}
+NO_QUERY_PANELS = {"row", "text", "alertlist"}
+# Prometheus-provided series a dashboard may query besides the documented families.
+PROMETHEUS_BUILTINS = {"ALERTS", "ALERTS_FOR_STATE", "up"}
+
+BOARDS = dash.load_dashboards()
+QUERIES = list(dash.iter_queries(BOARDS))
+
+
+def _panels() -> list[tuple[str, dict[str, Any]]]:
+    return [(uid, p) for uid, board in BOARDS.items() for p in dash.iter_panels(board)]
+
+
+def _load_generator() -> Any:
+    path = dash.GRAFANA_DIR / "generate_dashboards.py"
+    spec = importlib.util.spec_from_file_location("generate_dashboards", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _provisioned_datasources() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((dash.PROVISIONING_DIR / "datasources" / "prometheus.yaml").read_text())
+    return list(doc["datasources"])
+
+
+# --- provisioning --------------------------------------------------------------------------------
+
+
+def test_datasource_provisioning() -> None:
+    sources = _provisioned_datasources()
+    assert len(sources) == 1
+    ds = sources[0]
+    assert ds["uid"] == DS_UID
+    assert ds["type"] == "prometheus"
+    assert ds["url"] == "http://prometheus:9090"
+    assert ds["isDefault"] is True
+    assert ds["access"] == "proxy"
+
+
+def test_dashboard_provider_loads_the_mounted_directory() -> None:
+    doc = yaml.safe_load((dash.PROVISIONING_DIR / "dashboards" / "deepracer.yaml").read_text())
+    assert doc["apiVersion"] == 1
+    (provider,) = doc["providers"]
+    assert provider["type"] == "file"
+    assert provider["folder"] == "DeepRacer"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_compose_mounts_what_provisioning_expects() -> None:
+    compose_file = dash.REPO_ROOT / "docker-compose.yml"
+    if not compose_file.exists():
+        pytest.skip("no docker-compose.yml")
+    grafana = yaml.safe_load(compose_file.read_text())["services"]["grafana"]
+    volumes = [v.rsplit(":ro", 1)[0] for v in grafana["volumes"]]
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards" in volumes
+    assert "./grafana/provisioning:/etc/grafana/provisioning" in volumes
+    major = int(re.search(r":(\d+)\.", grafana["image"]).group(1))  # type: ignore[union-attr]
+    assert major >= 11, "the dashboards use the Grafana 11 XY chart"
+
+
+# --- dashboards as a whole -----------------------------------------------------------------------
+
+
+def test_committed_json_is_generator_output() -> None:
+    rendered = _load_generator().render()
+    on_disk = {p.name: p.read_text() for p in dash.DASHBOARD_DIR.glob("*.json")}
+    assert set(rendered) == set(on_disk), "run python grafana/generate_dashboards.py"
+    for name, text in rendered.items():
+        assert on_disk[name] == text, f"{name} is stale: run python grafana/generate_dashboards.py"
+
+
+def test_uids_fixed_and_unique() -> None:
+    files = sorted(dash.DASHBOARD_DIR.glob("*.json"))
+    assert len(files) == len(BOARDS), "two dashboards share a uid"
+    assert set(BOARDS) == {dash.TRAINING_UID, dash.OVERVIEW_UID}
+    titles = [b["title"] for b in BOARDS.values()]
+    assert len(set(titles)) == len(titles)
+    for board in BOARDS.values():
+        assert board["schemaVersion"] >= 39
+        assert "id" not in board or board["id"] is None, "provisioned dashboards carry no id"
+
+
+def test_panel_ids_unique_and_grid_valid() -> None:
+    for uid, board in BOARDS.items():
+        ids = [p["id"] for p in dash.iter_panels(board)]
+        assert len(ids) == len(set(ids)), f"{uid}: duplicate panel ids"
+        for p in dash.iter_panels(board):
+            pos = p["gridPos"]
+            assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, (uid, p["title"])
+            assert pos["h"] > 0 and pos["y"] >= 0
+
+
+def test_panel_types_are_core_grafana() -> None:
+    for uid, panel in _panels():
+        assert panel["type"] in CORE_PANEL_TYPES, (uid, panel["title"], panel["type"])
+
+
+def test_every_datasource_reference_is_the_provisioned_one() -> None:
+    name = _provisioned_datasources()[0]["name"]
+    for uid, panel in _panels():
+        where = (uid, panel["title"])
+        if panel["type"] in NO_QUERY_PANELS:
+            assert "targets" not in panel or not panel["targets"], where
+        else:
+            assert panel.get("datasource") == DS_REF, where
+        for t in panel.get("targets", []):
+            assert t.get("datasource") == DS_REF, (*where, t["refId"])
+        if panel["type"] == "alertlist":
+            # The alert list picks its rules source by datasource name.
+            assert panel["options"]["datasource"] == name, where
+    for uid, board in BOARDS.items():
+        for var in board["templating"]["list"]:
+            assert var.get("datasource") == DS_REF, (uid, var["name"])
+        for ann in board["annotations"]["list"]:
+            assert ann.get("builtIn") == 1 or ann.get("datasource") == DS_REF, (uid, ann)
+
+
+def test_template_variables_have_queries() -> None:
+    for uid, board in BOARDS.items():
+        for name, query in dash.variable_queries(board):
+            assert query.strip(), (uid, name)
+    (model,) = BOARDS[dash.TRAINING_UID]["templating"]["list"]
+    assert model["name"] == "model"
+    assert dict(dash.variable_queries(BOARDS[dash.TRAINING_UID]))["model"] == (
+        "label_values(deepracer_model_info, model)"
+    )
+
+
+def test_query_panels_have_targets() -> None:
+    for uid, panel in _panels():
+        if panel["type"] in NO_QUERY_PANELS:
+            continue
+        targets = panel.get("targets", [])
+        assert targets, (uid, panel["title"])
+        refs = [t["refId"] for t in targets]
+        assert len(refs) == len(set(refs)), (uid, panel["title"])
+        for t in targets:
+            assert t.get("expr", "").strip(), (uid, panel["title"], t["refId"])
+
+
+def test_overrides_refer_to_existing_queries() -> None:
+    """A byFrameRefID / "Value #X" override for a missing refId silently styles nothing."""
+    for uid, panel in _panels():
+        refs = {t["refId"] for t in panel.get("targets", [])}
+        for o in panel.get("fieldConfig", {}).get("overrides", []):
+            matcher = o["matcher"]
+            if matcher["id"] == "byFrameRefID":
+                assert matcher["options"] in refs, (uid, panel["title"], matcher)
+            value_ref = re.fullmatch(r"Value #(\w+)", str(matcher.get("options")))
+            if value_ref:
+                assert value_ref.group(1) in refs, (uid, panel["title"], matcher)
+
+
+# --- PromQL ---------------------------------------------------------------------------------
+
+
+def test_metric_parser_finds_metrics_not_labels_or_functions() -> None:
+    expr = (
+        'sum by (iteration, round) (rate(deepracr_typo{model="$model", x=~"a|b"}[5m])) '
+        "/ on (model) group_left (phase) deepracer_model_iteration offset 5m > bool 0"
+    )
+    assert dash.metric_names(expr) == {"deepracr_typo", "deepracer_model_iteration"}
+    assert dash.metric_names("time() - max(foo:bar > 0)") == {"foo:bar"}
+    assert dash.metric_names("label_values(deepracer_model_info, model)") == {
+        "deepracer_model_info"
+    }
+    assert "deepracr_typo" not in dash.documented_metrics()
+
+
+def test_every_metric_is_documented() -> None:
+    documented = dash.documented_metrics()
+    assert len(documented) >= 30, "could not parse docs/metrics.md"
+    for q in QUERIES:
+        names = dash.metric_names(q.expr)
+        assert names, (q.dashboard_uid, q.panel_title, q.expr)
+        unknown = names - documented - PROMETHEUS_BUILTINS
+        assert not unknown, (q.dashboard_uid, q.panel_title, q.ref_id, unknown)
+    for uid, board in BOARDS.items():
+        for name, query in dash.variable_queries(board):
+            assert dash.metric_names(query) <= documented, (uid, name, query)
+
+
+def test_training_queries_select_the_chosen_model() -> None:
+    """Every selector of the one-model dashboard filters on $model (else models get mixed)."""
+    for q in QUERIES:
+        if q.dashboard_uid != dash.TRAINING_UID:
+            continue
+        selectors = re.findall(r"\b(deepracer_\w+)(\{[^}]*\})?", q.expr)
+        assert selectors, q.expr
+        for metric, matchers in selectors:
+            assert 'model="$model"' in matchers, (q.panel_title, metric, q.expr)
+
+
+def test_substitution() -> None:
+    expr = 'rate(x{model="$model", m="${model}"}[$__rate_interval]) + y[$__range] + z[$__interval]'
+    assert dash.substitute(expr, 'a"b', rate_interval="2m", range_="3h", interval="30s") == (
+        'rate(x{model="a\\"b", m="a\\"b"}[2m]) + y[3h] + z[30s]'
+    )
+    with pytest.raises(ValueError, match="unknown template variable"):
+        dash.substitute('x{a="$nope"}', "m")
+    queries = dash.queries_for_model("my-model")
+    assert len(queries) == len(QUERIES)
+    for q in queries:
+        assert "$" not in q.expr, q.expr
+    assert any('model="my-model"' in q.expr for q in queries)
+
+
+def _promtool_check(exprs: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-queries",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump(rules, width=1000))
+    promtool = shutil.which("promtool")
+    assert promtool
+    return subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_accepts_every_expression(tmp_path: Path) -> None:
+    exprs = [q.expr for q in dash.queries_for_model("my-model")]
+    result = _promtool_check(exprs, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(exprs)} rules found" in result.stdout
+    # ...and the harness does notice a syntax error.
+    broken = _promtool_check(["sum by (model (deepracer_model_iteration)"], tmp_path)
+    assert broken.returncode != 0
+
+
+# --- per-iteration charts ----------------------------------------------------------------------
+
+
+def _per_iteration_panels() -> list[tuple[str, dict[str, Any]]]:
+    return [(uid, p) for uid, p in _panels() if p["type"] in {"xychart", "trend", "barchart"}]
+
+
+def _transformation(panel: dict[str, Any], tid: str) -> dict[str, Any]:
+    for t in panel.get("transformations", []):
+        if t["id"] == tid:
+            return dict(t["options"])
+    raise AssertionError(f"{panel['title']}: no {tid} transformation")
+
+
+def test_per_iteration_charts_use_the_iteration_as_x_axis() -> None:
+    panels = _per_iteration_panels()
+    assert len(panels) >= 8
+    for _uid, panel in panels:
+        title = panel["title"]
+        for t in panel["targets"]:
+            assert t["instant"] is True and t["format"] == "table", (title, t["refId"])
+            # `iteration` must survive aggregation to become the x value.
+            grouping = re.findall(r"\bby\s*\(([^)]*)\)", t["expr"])
+            assert grouping and all("iteration" in g for g in grouping), (title, t["expr"])
+        conversions = _transformation(panel, "convertFieldType")["conversions"]
+        assert {"targetField": "iteration", "destinationType": "number"} in conversions, title
+        assert _transformation(panel, "sortBy")["sort"][0]["field"] == "iteration", title
+        if panel["type"] == "xychart":
+            options = panel["options"]
+            assert options["mapping"] in {"auto", "manual"}
+            for series in options["series"]:
+                assert series["x"]["matcher"] == {"id": "byName", "options": "iteration"}, title
+        elif panel["type"] == "barchart":
+            assert panel["options"]["xField"] == "iteration", title
+
+
+def test_per_iteration_series_keep_the_round_for_tooltips() -> None:
+    for _uid, panel in _per_iteration_panels():
+        if panel["type"] != "xychart":
+            continue
+        for t in panel["targets"]:
+            assert re.search(r"\bby\s*\(\s*round\s*,\s*iteration\s*\)", t["expr"]), t["expr"]
+
+
+def test_console_chart() -> None:
+    panel = dash.console_chart_panel(BOARDS)
+    assert "console" in panel["title"].lower()
+    assert panel["type"] == "xychart"
+    refs = {t["refId"]: t["expr"] for t in panel["targets"]}
+    assert set(refs) == set(dash.CONSOLE_CHART_SERIES)
+    props = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in panel["fieldConfig"]["overrides"]
+        if o["matcher"]["id"] == "byFrameRefID"
+    }
+    for ref, column in dash.CONSOLE_CHART_SERIES.items():
+        phase = "training" if column.startswith("train_") else "evaluation"
+        metric = "reward" if column.endswith("_reward") else "completion_ratio"
+        assert (
+            f'deepracer_iteration_{metric}{{model="$model", phase="{phase}", stat="mean"}}'
+            in (refs[ref])
+        )
+        name = props[ref]["displayName"].lower()
+        assert phase in name and metric.split("_")[0] in name
+        if metric == "reward":
+            assert props[ref]["custom.axisPlacement"] == "left"
+        else:
+            # Percent on the right axis, like the console (and getSummary's completion).
+            assert refs[ref].startswith("100 * ")
+            assert props[ref]["custom.axisPlacement"] == "right"
+            assert props[ref]["unit"] == "percent"
+    queries = dash.console_chart_queries("m1")
+    assert set(queries) == {"train_reward", "train_completion", "eval_completion"}
+    assert all('model="m1"' in e for e in queries.values())
+
+
+def test_training_dashboard_has_the_promised_panels() -> None:
+    board = BOARDS[dash.TRAINING_UID]
+    exprs = " ".join(q.expr for q in QUERIES if q.dashboard_uid == dash.TRAINING_UID)
+    for metric in (
+        "deepracer_iteration_rolling_reward",
+        "deepracer_iteration_rolling_completion_ratio",
+        "deepracer_iteration_lap_seconds",
+        "deepracer_best_lap_seconds",
+        "deepracer_iteration_status_episodes",
+        "deepracer_iteration_completed_ratio",
+        "deepracer_model_last_update_timestamp_seconds",
+        "deepracer_exporter_refresh_success",
+        "deepracer_exporter_refresh_errors_total",
+    ):
+        assert metric in exprs, metric
+    for st in ("mean", "median", "max"):
+        assert f'stat="{st}"' in exprs
+    types = {p["type"] for p in dash.iter_panels(board)}
+    assert {"xychart", "stat", "table", "alertlist", "barchart"} <= types
+    alert = next(p for p in dash.iter_panels(board) if p["type"] == "alertlist")
+    assert alert["options"]["alertInstanceLabelFilter"] == '{model="$model"}'
+    assert alert["options"]["stateFilter"]["firing"] is True
+
+
+def test_overview_table_links_to_the_training_dashboard() -> None:
+    board = BOARDS[dash.OVERVIEW_UID]
+    table = next(p for p in dash.iter_panels(board) if p["type"] == "table")
+    for t in table["targets"]:
+        assert t["instant"] and t["format"] == "table"
+        assert re.search(r"\bby\s*\(\s*model\s*\)", t["expr"]), t["expr"]
+    assert any(t["id"] == "merge" for t in table["transformations"])
+    links = [
+        link
+        for o in table["fieldConfig"]["overrides"]
+        if o["matcher"] == {"id": "byName", "options": "model"}
+        for prop in o["properties"]
+        if prop["id"] == "links"
+        for link in prop["value"]
+    ]
+    assert links
+    assert links[0]["url"].startswith(f"/d/{dash.TRAINING_UID}")
+    assert "var-model=${__data.fields.model}" in links[0]["url"]
+    exprs = " ".join(t["expr"] for t in table["targets"])
+    for metric in (
+        "deepracer_model_iteration",
+        "deepracer_model_best_lap_seconds",
+        "deepracer_model_rolling_completion_ratio",
+        "deepracer_model_rolling_reward",
+        "deepracer_model_last_update_timestamp_seconds",
+        "deepracer_exporter_refresh_success",
+    ):
+        assert metric in exprs, metric
