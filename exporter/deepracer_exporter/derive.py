@@ -84,16 +84,18 @@ def split_episodes(total: int, workers: int) -> list[int]:
 
 def _episodes_per_worker(rnd: RoundInput) -> tuple[dict[int, int], str]:
     indexes = sorted(rnd.workers)
+    w0 = rnd.workers.get(0)
+    observed = int(w0.trial.max()) if w0 is not None and len(w0) else 0
+    # Worker 0 restarts `trial` every iteration; once it has, max(trial) is its exact share.
+    reset_seen = w0 is not None and len(w0) > 1 and bool(np.any(np.diff(w0.trial) < 0))
     if rnd.episodes_between_training:
         count = (max(indexes) + 1) if indexes else 1
         split = split_episodes(rnd.episodes_between_training, count)
-        if all(s > 0 for s in split):
+        # Hyperparameters that contradict the data (e.g. a worker file missing) are not used.
+        if all(s > 0 for s in split) and not (reset_seen and split[0] != observed):
             return {w: split[w] for w in indexes}, "hyperparameters"
-    w0 = rnd.workers.get(0)
-    if w0 is not None and len(w0):
-        epi = int(w0.trial.max())
-        if epi > 0:
-            return {w: epi for w in indexes}, "trial"
+    if observed > 0:
+        return {w: observed for w in indexes}, "trial"
     return {w: 0 for w in indexes}, "none"
 
 

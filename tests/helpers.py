@@ -1,0 +1,59 @@
+"""Test helpers: run the exporter against a config and read its exposition back."""
+
+from __future__ import annotations
+
+import urllib.request
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client
+from deepracer_exporter.config import Config, parse_config
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def config_from(text: str, env: dict[str, str] | None = None) -> Config:
+    return parse_config(text, "test.yml", env or {})
+
+
+def s3_yaml(endpoint: str) -> str:
+    return (f"s3:\n  endpoint_url: {endpoint}\n  region: us-east-1\n"
+            f"  connect_timeout: 2s\n  read_timeout: 5s\n  max_attempts: 1\n")
+
+
+def exporter_for(config: Config) -> Exporter:
+    return Exporter(config, StoreFactory(lambda: make_s3_client(config.s3)),
+                    registry=CollectorRegistry())
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def scrape(port: int, path: str = "/metrics") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+        body: bytes = resp.read()
+    return body.decode()
+
+
+def refresh(exporter: Exporter) -> Samples:
+    exporter.refresher.refresh_once()
+    return parse(exporter.exposition.rendered.plain.decode())
+
+
+def pick(samples: Samples, name: str, **labels: Any) -> dict[frozenset[tuple[str, str]], float]:
+    """All samples of `name` whose labels include `labels`."""
+    want = {(k, str(v)) for k, v in labels.items()}
+    return {lab: v for (n, lab), v in samples.items() if n == name and want <= lab}
+
+
+def value(samples: Samples, name: str, **labels: Any) -> float:
+    found = pick(samples, name, **labels)
+    assert len(found) == 1, f"{name}{labels}: expected one sample, found {len(found)}"
+    return next(iter(found.values()))
