@@ -54,7 +54,7 @@ def compare(samples_: dict[Any, float], model: str, tm: TrainingMetrics) -> int:
     master = tm.metrics.groupby("r-i")["master_iteration"].first()
     rounds = tm.metrics.groupby("r-i")["round"].first()
     compared = 0
-    for k, method in enumerate(STATS):
+    for method in STATS:
         summary = tm.getSummary(method=method).reset_index()
         for phase, pre in (("training", "train"), ("evaluation", "eval")):
             rolling_c = summary[f"{pre}_completion"].rolling(5, min_periods=1).mean()
@@ -86,7 +86,7 @@ def compare(samples_: dict[Any, float], model: str, tm: TrainingMetrics) -> int:
                     assert ours == pytest.approx(theirs, abs=TOL), (method, labels)
                     compared += 1
     # The completed-laps-only lap time is the "right" number beside deepracer-utils' `time`.
-    for k, method in enumerate(STATS):
+    for method in STATS:
         laps = tm.getSummary(method=method, completedLapsOnly=True).reset_index()
         for _, row in laps.iterrows():
             if math.isnan(row["train_time"]):

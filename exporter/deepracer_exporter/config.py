@@ -125,7 +125,8 @@ class _Checker:
     def unknown(self, raw: dict[str, Any], allowed: set[str], path: str) -> None:
         for key in sorted(set(raw) - allowed):
             where = f"{path}.{key}" if path else key
-            self.errors.append(f"{where}: unknown key (expected one of: {', '.join(sorted(allowed))})")
+            expected = ", ".join(sorted(allowed))
+            self.errors.append(f"{where}: unknown key (expected one of: {expected})")
 
     def string(self, raw: dict[str, Any], key: str, path: str, *, required: bool = False,
                default: str | None = None) -> str | None:
@@ -293,7 +294,8 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
                     "max_object_bytes", "refresh_workers", "s3", "models", "discover", "shard"},
               "")
     host, port = _listen(c.string(raw, "listen", "", default=DEFAULT_LISTEN) or "", c.errors)
-    s3_literal = literal.get("s3") if isinstance(literal.get("s3"), dict) else {}
+    s3_raw = literal.get("s3")
+    s3_literal: dict[str, Any] = s3_raw if isinstance(s3_raw, dict) else {}
     s3 = _s3(c, c.mapping(raw, "s3"), s3_literal)
     models = tuple(m for p, r in c.items(raw, "models") if (m := _model(c, p, r)) is not None)
     discover = tuple(_discover(c, p, r) for p, r in c.items(raw, "discover"))

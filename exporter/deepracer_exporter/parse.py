@@ -95,7 +95,7 @@ def parse_document(body: bytes) -> Columns:
 
 def _fast(records: list[Any]) -> tuple[list[np.ndarray[Any, Any]], int]:
     n = len(records)
-    cols = [
+    cols: list[np.ndarray[Any, Any]] = [
         np.fromiter((r["episode"] for r in records), np.float64, n),
         np.fromiter((r["trial"] for r in records), np.float64, n),
         np.fromiter((_PHASE_CODE.get(r["phase"], -1) for r in records), np.int8, n),
@@ -136,8 +136,8 @@ def _slow(records: list[Any]) -> tuple[list[np.ndarray[Any, Any]], int]:
     if not rows:
         return [np.zeros(0) for _ in range(7)], dropped
     table = list(zip(*rows, strict=True))
-    cols = [np.asarray(c, dtype=np.int8 if i in (2, 3) else np.float64)
-            for i, c in enumerate(table)]
+    cols: list[np.ndarray[Any, Any]] = [
+        np.asarray(c, dtype=np.int8 if i in (2, 3) else np.float64) for i, c in enumerate(table)]
     return cols, dropped
 
 
@@ -145,7 +145,8 @@ def _validate(cols: list[np.ndarray[Any, Any]], dropped: int) -> Columns:
     episode, trial, phase, status, reward, completion, elapsed = cols
     with np.errstate(invalid="ignore"):
         ok = (
-            np.isfinite(episode) & (episode >= 1) & (episode < 2**40) & (episode == np.floor(episode))
+            np.isfinite(episode) & (episode >= 1) & (episode < 2**40)
+            & (episode == np.floor(episode))
             & np.isfinite(trial) & (trial >= 0) & (trial < 2**40)
             & (phase >= 0) & (status >= 0)
             & np.isfinite(reward) & (np.abs(reward) < 1e15)

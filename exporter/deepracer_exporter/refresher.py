@@ -50,7 +50,7 @@ def discover_models(entry: DiscoverConfig, store: ObjectStore,
             found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
                                      directory=entry.directory))
             continue
-        if store.list(f"{prefix}/metrics/TrainingMetrics"):
+        if store.list_objects(f"{prefix}/metrics/TrainingMetrics"):
             found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
                                      directory=entry.directory))
     return found

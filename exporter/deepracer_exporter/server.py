@@ -46,13 +46,11 @@ class Exposition:
         assert self._snapshot is not None
         return self._snapshot
 
-    def update(self, snapshot: Snapshot) -> Rendered:
+    def update(self, snapshot: Snapshot) -> None:
         with self._lock:  # one render at a time; readers use the previous bytes meanwhile
             self._snapshot = snapshot
             body = generate_latest(self.registry)
-            rendered = Rendered(body, gzip.compress(body, compresslevel=6))
-            self.rendered = rendered
-            return rendered
+            self.rendered = Rendered(body, gzip.compress(body, compresslevel=6))
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -58,7 +58,7 @@ class Fetched:
 class ObjectStore(Protocol):
     def describe(self, key: str) -> str: ...
 
-    def list(self, prefix: str) -> list[ObjectInfo]: ...
+    def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
 
     def list_children(self, prefix: str) -> list[str]: ...
 
@@ -111,7 +111,7 @@ class S3Store:
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
         out: list[ObjectInfo] = []
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
@@ -182,7 +182,7 @@ class DirectoryStore:
     def describe(self, key: str) -> str:
         return str(self.root / key)
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
         base = self.root / prefix
         if not self.root.is_dir():
             raise SourceError("not_found", f"{self.root}: no such directory")

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from .config import ModelConfig
 from .derive import Derived, RoundInput, derive
-from .parse import Columns, MetricsFileError, episodes_between_training, max_episodes, parse_document
+from .parse import (
+    Columns,
+    MetricsFileError,
+    episodes_between_training,
+    max_episodes,
+    parse_document,
+)
 from .snapshot import Health, ModelSnapshot
 from .sources import REASONS, ObjectStore, SourceError
 
@@ -132,7 +138,7 @@ class ModelWatcher:
         newest = 0.0
         for prefix in self.model.rounds:
             metrics_prefix = f"{prefix}/metrics/"
-            listing = [o for o in self._store.list(metrics_prefix)
+            listing = [o for o in self._store.list_objects(metrics_prefix)
                        if worker_index(o.key, metrics_prefix) is not None]
             if not listing:
                 raise SourceError("not_found", f"no metrics/TrainingMetrics*.json under "
@@ -175,9 +181,9 @@ class ModelWatcher:
             columns = parse_document(body)
         except MetricsFileError as exc:
             raise MetricsFileError(exc.reason, f"{self._store.describe(key)}: {exc}") from None
-        if cached is not None and len(columns) and len(cached.columns):
-            if int(columns.episode.max()) < int(cached.columns.episode.max()):
-                log.info("model %s: %s went back to episode %d (training restarted on this "
+        if (cached is not None and len(columns) and len(cached.columns)
+                and int(columns.episode.max()) < int(cached.columns.episode.max())):
+            log.info("model %s: %s went back to episode %d (training restarted on this "
                          "prefix); starting over from the new data", self.model.name,
                          self._store.describe(key), int(columns.episode.max()))
         return _Cached(got.etag, got.last_modified, columns)
