@@ -14,9 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import dashboards as dash
 import pytest
 import yaml
+
+import dashboards as dash
 
 DS_UID = "deepracer-prometheus"
 DS_REF = {"type": "prometheus", "uid": DS_UID}
