@@ -204,7 +204,7 @@ class _Checker:
 
 def _listen(text: str, errors: list[str]) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         errors.append(f"listen: expected HOST:PORT such as {DEFAULT_LISTEN!r}, got {text!r}")
         return "0.0.0.0", 9877
     return host.strip("[]") or "0.0.0.0", int(port)
@@ -304,7 +304,7 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
         if m.name in seen:
             c.errors.append(f"models[{i}].name: duplicate model name {m.name!r}")
         seen.add(m.name)
-    if not models and not discover:
+    if not raw.get("models") and not raw.get("discover"):
         c.errors.append("models: nothing to watch; add 'models' or 'discover' entries")
     shard_raw = c.mapping(raw, "shard")
     c.unknown(shard_raw, {"index", "total"}, "shard")

@@ -1,0 +1,268 @@
+"""Exporter behaviour against a real S3 endpoint: ETags, discovery, bad input, lost nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deepracer_exporter.simulate import TrainingSpec, generate_documents
+from helpers import (
+    Samples,
+    config_from,
+    exporter_for,
+    parse,
+    pick,
+    refresh,
+    s3_yaml,
+    scrape,
+    value,
+)
+
+DRFC1 = "sample-drfc-1-logs"
+
+
+def put(s3: Any, bucket: str, key: str, body: bytes) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def sample_bytes(samples: Path, name: str = "TrainingMetrics.json") -> bytes:
+    return (samples / DRFC1 / "metrics" / name).read_bytes()
+
+
+def per_iteration(got: Samples, model: str) -> dict[Any, float]:
+    return {k: v for k, v in got.items() if k[0].startswith("deepracer_iteration_")
+            and ("model", model) in k[1]}
+
+
+def one_model(s3_endpoint: str, bucket: str, prefix: str = "m", extra: str = "") -> str:
+    return (s3_yaml(s3_endpoint) + extra
+            + f"models:\n  - name: m\n    bucket: {bucket}\n    prefix: {prefix}\n")
+
+
+def test_unchanged_objects_are_not_downloaded_again(s3: Any, bucket: str, s3_endpoint: str,
+                                                    samples: Path) -> None:
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", sample_bytes(samples))
+    put(s3, bucket, "m/ip/hyperparameters.json",
+        (samples / DRFC1 / "ip/hyperparameters.json").read_bytes())
+    exporter = exporter_for(config_from(one_model(s3_endpoint, bucket)))
+    first = refresh(exporter)
+    assert value(first, "deepracer_exporter_object_requests_total", result="downloaded") == 2
+    body_bytes = value(first, "deepracer_exporter_downloaded_bytes_total", model="m")
+    derived = exporter.snapshot.models[0].derived
+    for n in range(1, 4):
+        got = refresh(exporter)
+        assert value(got, "deepracer_exporter_object_requests_total",
+                     result="downloaded") == 2
+        assert value(got, "deepracer_exporter_object_requests_total", result="unchanged") == n
+        assert value(got, "deepracer_exporter_object_requests_total",
+                     result="not_modified") == n  # hyperparameters: conditional GET, 304
+        assert value(got, "deepracer_exporter_downloaded_bytes_total", model="m") == body_bytes
+        assert exporter.snapshot.models[0].derived is derived  # nothing re-derived
+    # A rewrite (the next episode) is downloaded once and changes the numbers.
+    doc = json.loads(sample_bytes(samples))
+    doc["metrics"] = doc["metrics"][:100]
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", json.dumps(doc).encode())
+    got = refresh(exporter)
+    assert value(got, "deepracer_exporter_object_requests_total", result="downloaded") == 3
+    assert value(got, "deepracer_model_iteration", model="m") < value(
+        first, "deepracer_model_iteration", model="m")
+
+
+def test_discovery_finds_a_training_started_while_running(s3: Any, bucket: str,
+                                                          s3_endpoint: str,
+                                                          samples: Path) -> None:
+    put(s3, bucket, "first/metrics/TrainingMetrics.json", sample_bytes(samples))
+    put(s3, bucket, "not-a-model/readme.txt", b"no metrics here")
+    config = config_from(s3_yaml(s3_endpoint) + "listen: 127.0.0.1:0\nrefresh_interval: 200ms\n"
+                         f"discover:\n  - bucket: {bucket}\n")
+    exporter = exporter_for(config)
+    exporter.start()
+    try:
+        got = parse(scrape(exporter.port))
+        assert set(dict(k)["model"] for k in pick(got, "deepracer_model_info")) == {"first"}
+        assert value(got, "deepracer_exporter_discovery_success", source=f"s3://{bucket}/") == 1
+        for worker in ("", "_1", "_2"):
+            put(s3, bucket, f"second/metrics/TrainingMetrics{worker}.json",
+                (samples / "sample-drfc-3-logs/metrics" / f"TrainingMetrics{worker}.json")
+                .read_bytes())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = parse(scrape(exporter.port))
+            if pick(got, "deepracer_model_info", model="second"):
+                break
+            time.sleep(0.1)
+        assert value(got, "deepracer_model_workers", model="second") == 3
+        assert value(got, "deepracer_model_iteration", model="second") == 23
+        assert value(got, "deepracer_exporter_models") == 2
+    finally:
+        exporter.stop()
+
+
+BAD_BODIES = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "empty": lambda good: b"",
+    "not_json": lambda good: b"<html>502 Bad Gateway</html>",
+    "wrong_shape": lambda good: b'{"metrics": {"episode": 1}}',
+    "top_level_list": lambda good: b"[1, 2, 3]",
+    "binary": lambda good: b"\x00\xff\xfe" * 100,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_bad_document_keeps_last_good_data(case: str, s3: Any, bucket: str, s3_endpoint: str,
+                                           samples: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    good = sample_bytes(samples)
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", good)
+    exporter = exporter_for(config_from(one_model(s3_endpoint, bucket)))
+    before = refresh(exporter)
+    assert value(before, "deepracer_exporter_refresh_success", model="m") == 1
+    assert value(before, "deepracer_exporter_refresh_errors_total", reason="malformed") == 0
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", BAD_BODIES[case](good))
+    caplog.clear()
+    after = refresh(exporter)
+    assert value(after, "deepracer_exporter_refresh_success", model="m") == 0
+    assert value(after, "deepracer_exporter_refresh_errors_total", reason="malformed") == 1
+    assert per_iteration(after, "m") == per_iteration(before, "m")
+    assert value(after, "deepracer_exporter_last_refresh_success_timestamp_seconds",
+                 model="m") == value(before,
+                                     "deepracer_exporter_last_refresh_success_timestamp_seconds",
+                                     model="m")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    assert "model m" in warnings[0].getMessage()
+    assert "TrainingMetrics.json" in warnings[0].getMessage()
+    refresh(exporter)  # the same failure again is counted but not logged again
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", good)
+    healed = refresh(exporter)
+    assert value(healed, "deepracer_exporter_refresh_success", model="m") == 1
+    assert value(healed, "deepracer_exporter_refresh_errors_total", reason="malformed") == 2
+
+
+def test_missing_object_and_deleted_prefix(s3: Any, bucket: str, s3_endpoint: str,
+                                           samples: Path) -> None:
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", sample_bytes(samples))
+    exporter = exporter_for(config_from(one_model(s3_endpoint, bucket)))
+    before = refresh(exporter)
+    s3.delete_object(Bucket=bucket, Key="m/metrics/TrainingMetrics.json")
+    after = refresh(exporter)
+    assert value(after, "deepracer_exporter_refresh_success", model="m") == 0
+    assert value(after, "deepracer_exporter_refresh_errors_total", reason="not_found") == 1
+    assert per_iteration(after, "m") == per_iteration(before, "m")
+
+
+def test_missing_bucket(s3_endpoint: str) -> None:
+    exporter = exporter_for(config_from(one_model(s3_endpoint, "no-such-bucket")))
+    got = refresh(exporter)
+    assert value(got, "deepracer_model_info", model="m") == 1
+    assert value(got, "deepracer_exporter_refresh_success", model="m") == 0
+    assert value(got, "deepracer_exporter_refresh_errors_total", reason="not_found") == 1
+    assert not per_iteration(got, "m")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_endpoint(bucket: str) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    exporter = exporter_for(config_from(one_model(endpoint, bucket)))
+    got = refresh(exporter)
+    assert value(got, "deepracer_exporter_refresh_success", model="m") == 0
+    assert value(got, "deepracer_exporter_refresh_errors_total", reason="unreachable") == 1
+    for reason in ("not_found", "access_denied", "timeout", "server_error", "malformed",
+                   "too_large", "other"):
+        assert value(got, "deepracer_exporter_refresh_errors_total", reason=reason) == 0
+
+
+def test_object_over_size_limit(s3: Any, bucket: str, s3_endpoint: str, samples: Path) -> None:
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", sample_bytes(samples))
+    exporter = exporter_for(config_from(one_model(s3_endpoint, bucket,
+                                                  extra="max_object_bytes: 1000\n")))
+    got = refresh(exporter)
+    assert value(got, "deepracer_exporter_refresh_errors_total", reason="too_large") == 1
+    assert value(got, "deepracer_exporter_downloaded_bytes_total", model="m") == 0
+
+
+def test_invalid_records_are_skipped_and_counted(s3: Any, bucket: str, s3_endpoint: str,
+                                                 samples: Path) -> None:
+    doc = json.loads(sample_bytes(samples))
+    records = doc["metrics"]
+    broken = [dict(records[0], reward_score="NaN"), {"episode": 3},
+              dict(records[1], completion_percentage=250),
+              dict(records[2], episode=-4), dict(records[3], phase="warmup"), "not a record"]
+    doc["metrics"] = records + broken
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", json.dumps(doc).encode())
+    got = refresh(exporter_for(config_from(one_model(s3_endpoint, bucket))))
+    assert value(got, "deepracer_exporter_refresh_success", model="m") == 1
+    assert value(got, "deepracer_model_skipped_records", model="m") == len(broken)
+    episodes = sum(pick(got, "deepracer_model_episodes_total", model="m").values())
+    assert episodes == len(records)
+
+
+def test_restarted_training_replaces_old_run(s3: Any, bucket: str, s3_endpoint: str,
+                                             samples: Path) -> None:
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", sample_bytes(samples))
+    exporter = exporter_for(config_from(one_model(s3_endpoint, bucket)))
+    refresh(exporter)
+    restarted = generate_documents(TrainingSpec(episodes_between_training=20, seed=5), 60)[0]
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", restarted)
+    got = refresh(exporter)
+    assert value(got, "deepracer_model_iteration", model="m") == 2
+    training = sum(pick(got, "deepracer_model_episodes_total", model="m",
+                        phase="training").values())
+    assert training == 60
+    assert {dict(k)["iteration"] for k in pick(got, "deepracer_iteration_episodes",
+                                               model="m")} == {"0", "1", "2"}
+
+
+def test_vanished_model_vanishes_from_metrics(s3: Any, bucket: str, s3_endpoint: str,
+                                              samples: Path) -> None:
+    for prefix in ("a", "b"):
+        put(s3, bucket, f"{prefix}/metrics/TrainingMetrics.json", sample_bytes(samples))
+    two = config_from(s3_yaml(s3_endpoint) + f"models:\n  - bucket: {bucket}\n    prefix: a\n"
+                      f"  - bucket: {bucket}\n    prefix: b\n")
+    exporter = exporter_for(two)
+    got = refresh(exporter)
+    assert pick(got, "deepracer_iteration_reward", model="b")
+    exporter.refresher.reconfigure(config_from(one_model(s3_endpoint, bucket, prefix="a")
+                                               .replace("name: m", "name: a")))
+    got = refresh(exporter)
+    assert pick(got, "deepracer_iteration_reward", model="a")
+    assert not [k for k in got if ("model", "b") in k[1]]
+
+
+def test_iteration_cap_keeps_latest(s3: Any, bucket: str, s3_endpoint: str,
+                                    samples: Path) -> None:
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", sample_bytes(samples))
+    got = refresh(exporter_for(config_from(one_model(s3_endpoint, bucket,
+                                                     extra="max_iterations: 5\n"))))
+    iterations = {int(dict(k)["iteration"])
+                  for k in pick(got, "deepracer_iteration_episodes", model="m")}
+    assert iterations == {23, 24, 25, 26, 27}
+    assert value(got, "deepracer_model_iteration", model="m") == 27
+
+
+def test_directory_source_equals_s3(s3: Any, bucket: str, s3_endpoint: str, samples: Path,
+                                    tmp_path: Path) -> None:
+    shutil.copytree(samples / DRFC1, tmp_path / "m")
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", sample_bytes(samples))
+    put(s3, bucket, "m/ip/hyperparameters.json",
+        (samples / DRFC1 / "ip/hyperparameters.json").read_bytes())
+    from_s3 = refresh(exporter_for(config_from(one_model(s3_endpoint, bucket))))
+    local = config_from(f"models:\n  - name: m\n    directory: {tmp_path}\n    prefix: m\n")
+    exporter = exporter_for(local)
+    from_dir = refresh(exporter)
+    assert per_iteration(from_dir, "m") == per_iteration(from_s3, "m")
+    assert value(from_dir, "deepracer_model_info", source="directory") == 1
+    again = refresh(exporter)
+    assert value(again, "deepracer_exporter_object_requests_total", result="unchanged") == 1
