@@ -1,0 +1,189 @@
+"""The command line as docs, compose and scripts use it: real processes, real HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import parse, pick, scrape, value
+
+GOLDEN = Path(__file__).parent / "golden" / "drfc1.prom"
+# Families whose values depend on when the test runs, not on the data.
+VOLATILE = ("deepracer_model_last_update_timestamp_seconds",
+            "deepracer_exporter_last_refresh_success_timestamp_seconds",
+            "deepracer_exporter_refresh_duration_seconds")
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deepracer_exporter.cli", *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def model_dir(samples: Path, tmp_path: Path) -> Path:
+    shutil.copytree(samples / "sample-drfc-1-logs", tmp_path / "logs" / "drfc1")
+    return tmp_path / "logs"
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def test_check_config_valid_does_not_print_secrets(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "s3:\n  endpoint_url: http://minio:9000\n"
+                        "  secret_access_key: ${TEST_SECRET}\n"
+                        "models: [{bucket: b, prefix: p}]\n")
+    done = run("--config", str(path), "--check-config",
+               env={"TEST_SECRET": "very-secret-value-123"})
+    assert done.returncode == 0, done.stderr
+    assert "configuration is valid" in done.stdout
+    assert "model p: s3://b rounds p" in done.stdout
+    assert "very-secret-value-123" not in done.stdout + done.stderr
+
+
+def test_invalid_config_exits_2_with_one_message(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "listen: nowhere\nmodels: [{bucket: b}]\n")
+    for mode in ("--check-config", "--once", None):
+        done = run("--config", str(path), *([mode] if mode else []))
+        assert done.returncode == 2
+        assert f"{path}: invalid configuration" in done.stderr
+        assert "listen: expected HOST:PORT" in done.stderr
+        assert "models[0]: 'prefix' (or 'rounds') is required" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def stable(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {k: v for k, v in parse(text).items() if not k[0].startswith(VOLATILE)}
+
+
+def test_once_matches_golden_and_passes_promtool(model_dir: Path, tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"models:\n  - name: drfc1\n    directory: {model_dir}\n"
+                        "    prefix: drfc1\n")
+    done = run("--config", str(path), "--once")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.replace(str(model_dir), "/logs")  # the directory is the bucket label
+    got = stable(text)
+    if os.environ.get("UPDATE_GOLDEN"):  # regenerate after an intended change; review the diff
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    want = stable(GOLDEN.read_text())
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        assert got[key] == pytest.approx(expected, abs=1e-9), key
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: run ./scripts/setup.sh test (apt install prometheus)"
+    lint = subprocess.run([promtool, "check", "metrics"], input=done.stdout, text=True,
+                          capture_output=True, timeout=60)
+    assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+    golden_lint = subprocess.run([promtool, "check", "metrics"], input=GOLDEN.read_text(),
+                                 text=True, capture_output=True, timeout=60)
+    assert golden_lint.returncode == 0, golden_lint.stdout
+
+
+@pytest.fixture
+def served(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+    port = free_port()
+    path = write_config(tmp_path, f"listen: 127.0.0.1:{port}\nrefresh_interval: 200ms\n"
+                        f"models:\n  - name: drfc1\n    directory: {model_dir}\n"
+                        "    prefix: drfc1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "deepracer_exporter.cli", "--config",
+                             str(path)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            scrape(port, "/")
+            break
+        except OSError:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.1)
+    yield proc, port, path
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=10)
+
+
+def wait_until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_serve_landing_page_gzip_reload_and_clean_exit(
+        served: tuple[subprocess.Popen[str], int, Path], model_dir: Path) -> None:
+    proc, port, path = served
+    assert 'href="/metrics"' in scrape(port, "/")
+    got = parse(scrape(port))
+    assert value(got, "deepracer_model_iteration", model="drfc1") == 27
+    assert pick(got, "process_resident_memory_bytes")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                 headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert parse(gzip.decompress(resp.read()).decode()).keys() == got.keys()
+    # An invalid new config is rejected; the running one stays.
+    good = path.read_text()
+    path.write_text("listen: [not, valid\n")
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert proc.poll() is None
+    assert pick(parse(scrape(port)), "deepracer_model_info", model="drfc1")
+    # A valid one adds a model without a restart.
+    path.write_text(good + f"  - name: again\n    directory: {model_dir}\n    prefix: drfc1\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: bool(pick(parse(scrape(port)), "deepracer_model_info", model="again")))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    err = proc.communicate()[1]
+    assert "reload rejected, keeping the running configuration" in err
+    assert "reloaded" in err
+
+
+def test_demo_runs_with_no_cloud_account() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "deepracer_exporter.cli", "demo",
+                             "--listen", f"127.0.0.1:{port}", "--interval", "0.02s",
+                             "--refresh-interval", "300ms"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert "DeepRacer exporter demo" in banner, proc.stderr.read() if proc.stderr else ""
+
+        def advanced() -> bool:
+            got = parse(scrape(port))
+            its = pick(got, "deepracer_model_iteration")
+            return len(its) == 2 and min(its.values()) >= 2
+
+        wait_until(advanced, timeout=60)
+        got = parse(scrape(port))
+        assert value(got, "deepracer_model_workers", model="demo-two-workers") == 2
+        assert value(got, "deepracer_model_workers", model="demo-single-worker") == 1
+        assert all(v == 1 for v in pick(got, "deepracer_exporter_refresh_success").values())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
