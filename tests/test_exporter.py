@@ -266,3 +266,12 @@ def test_directory_source_equals_s3(s3: Any, bucket: str, s3_endpoint: str, samp
     assert value(from_dir, "deepracer_model_info", source="directory") == 1
     again = refresh(exporter)
     assert value(again, "deepracer_exporter_object_requests_total", result="unchanged") == 1
+
+
+def test_empty_metrics_document_of_a_training_just_started(s3: Any, bucket: str,
+                                                            s3_endpoint: str) -> None:
+    put(s3, bucket, "m/metrics/TrainingMetrics.json", b'{"metrics": []}')
+    got = refresh(exporter_for(config_from(one_model(s3_endpoint, bucket))))
+    assert value(got, "deepracer_exporter_refresh_success", model="m") == 1
+    assert not pick(got, "deepracer_model_iteration", model="m")
+    assert sum(pick(got, "deepracer_model_episodes_total", model="m").values()) == 0

@@ -102,7 +102,9 @@ def _episodes_per_worker(rnd: RoundInput) -> tuple[dict[int, int], str]:
 def _rolling(values: FloatArray, window: int) -> FloatArray:
     """pandas `Series.rolling(window, min_periods=1).mean()`: mean of the non-NaN values."""
     n = values.size
-    w = min(window, max(n, 1))
+    if n == 0:
+        return np.zeros(0)
+    w = min(window, n)
     padded = np.concatenate((np.full(w - 1, np.nan), values))
     # Row i holds values[i-w+1 .. i]; each window is summed on its own, as pandas does.
     windows = np.lib.stride_tricks.sliding_window_view(padded, w)

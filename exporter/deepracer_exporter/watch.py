@@ -102,6 +102,12 @@ class ModelWatcher:
             self._errors[exc.reason] += 1
             error = f"{exc.reason}: {exc}"
             self._log_failure(error)
+        except Exception as exc:  # a bug on one model's data must not stop the others
+            self._errors["other"] += 1
+            error = f"other: {type(exc).__name__}: {exc}"
+            if self._logged is None or self._logged[0] != error:
+                log.exception("model %s: unexpected refresh failure", self.model.name)
+            self._log_failure(error)
         return ModelSnapshot(
             name=self.model.name,
             bucket=self.model.bucket or self.model.directory or "",

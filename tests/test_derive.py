@@ -1,0 +1,172 @@
+"""Derivation where deepracer-utils is weak, plus property-based checks of parse + derive."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepracer_exporter.derive import RoundInput, derive, split_episodes
+from deepracer_exporter.parse import MetricsFileError, parse_document, parse_records
+from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, generate_documents
+
+
+def columns(docs: dict[int, bytes]) -> dict[int, Any]:
+    return {w: parse_document(body) for w, body in docs.items()}
+
+
+def test_split_gives_extra_episodes_to_lowest_workers() -> None:
+    assert split_episodes(20, 3) == [7, 7, 6]
+    assert split_episodes(30, 3) == [10, 10, 10]
+    assert split_episodes(5, 1) == [5]
+
+
+def test_uneven_split_uses_hyperparameters_where_deepracer_utils_cannot() -> None:
+    """20 episodes over 3 workers: worker 2 plays 6 per iteration, not worker 0's 7."""
+    spec = TrainingSpec(episodes_between_training=20, workers=3, seed=3)
+    docs = generate_documents(spec, 20 * 12)
+    cols = columns(docs)
+    right = derive([RoundInput(cols, episodes_between_training=20)])
+    assert right.episodes_per_iteration_source == "hyperparameters"
+    assert right.episodes_per_iteration == 20
+    training = {it.iteration: it.episodes for it in right.iterations if it.phase == "training"}
+    assert training == dict.fromkeys(range(12), 20)
+    # Without hyperparameters, worker 0's max(trial) (deepracer-utils' rule) misplaces worker 2.
+    utils_like = derive([RoundInput(cols)])
+    assert utils_like.episodes_per_iteration_source == "trial"
+    counts = [it.episodes for it in utils_like.iterations if it.phase == "training"]
+    assert counts != [20] * 12
+
+
+def test_first_iteration_in_progress_is_iteration_zero() -> None:
+    sim = TrainingSimulator(TrainingSpec(episodes_between_training=20, workers=2, seed=4))
+    sim.advance(7)
+    d = derive([RoundInput(columns(sim.documents()))])
+    assert d.latest_iteration == 0
+    assert {it.iteration for it in d.iterations} == {0}
+    with_hyper = derive([RoundInput(columns(sim.documents()), episodes_between_training=20)])
+    assert with_hyper.latest_iteration == 0
+
+
+def test_evaluation_joins_the_iteration_it_evaluates() -> None:
+    docs = generate_documents(TrainingSpec(episodes_between_training=10, seed=6), 50)
+    d = derive([RoundInput(columns(docs), episodes_between_training=10)])
+    evaluation = sorted(it.iteration for it in d.iterations if it.phase == "evaluation")
+    assert evaluation == [0, 1, 2, 3, 4]
+    assert all(2 <= it.episodes <= 6 for it in d.iterations if it.phase == "evaluation")
+
+
+def test_rounds_continue_iteration_numbering() -> None:
+    first = columns(generate_documents(TrainingSpec(episodes_between_training=10, seed=7), 45))
+    second = columns(generate_documents(TrainingSpec(episodes_between_training=10, seed=8), 30))
+    d = derive([RoundInput(first, 10), RoundInput(second, 10)])
+    rounds = {(it.round, it.iteration) for it in d.iterations if it.phase == "training"}
+    assert {i for r, i in rounds if r == 1} == {0, 1, 2, 3, 4}
+    assert {i for r, i in rounds if r == 2} == {5, 6, 7}
+    assert d.latest_round == 2 and d.latest_iteration == 7
+
+
+def test_lap_time_counts_completed_laps_only() -> None:
+    records = [
+        {"episode": 1, "trial": 1, "phase": "training", "reward_score": 10,
+         "completion_percentage": 100, "elapsed_time_in_milliseconds": 12000,
+         "episode_status": "Lap complete"},
+        {"episode": 2, "trial": 2, "phase": "training", "reward_score": 1,
+         "completion_percentage": 10, "elapsed_time_in_milliseconds": 2000,
+         "episode_status": "Off track"},
+    ]
+    d = derive([RoundInput({0: parse_records(records)})])
+    it = d.iterations[0]
+    assert it.episode_seconds[0] == 7.0  # deepracer-utils' `time`: failed episode included
+    assert it.lap_seconds == (12.0, 12.0, 12.0, 12.0)
+    assert it.completed_ratio == 0.5
+    assert d.best_lap == {"training": 12.0}
+
+
+def test_rolling_matches_pandas_with_gaps() -> None:
+    from deepracer_exporter.derive import _rolling
+
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=200) * 1000
+    values[rng.random(200) < 0.3] = np.nan
+    for window in (1, 3, 5, 17):
+        want = pd.Series(values).rolling(window, min_periods=1).mean().to_numpy()
+        np.testing.assert_allclose(_rolling(values, window), want, atol=1e-9, equal_nan=True)
+
+
+def test_plateau_counts_iterations_since_best() -> None:
+    spec = TrainingSpec(episodes_between_training=10, seed=9, learning_speed=4.0)
+    d = derive([RoundInput(columns(generate_documents(spec, 10 * 60)), 10)])
+    rows = [it for it in d.iterations if it.phase == "training"]
+    series = [it.rolling_completion[0] for it in rows]
+    best = int(np.argmax(series))
+    assert d.plateau[("training", "completion")] == len(series) - 1 - best
+
+
+FIELDS = {
+    "episode": st.one_of(st.integers(-5, 500), st.floats(allow_nan=True), st.text(max_size=3),
+                         st.none()),
+    "trial": st.one_of(st.integers(-1, 50), st.floats(), st.none()),
+    "phase": st.sampled_from(["training", "evaluation", "other", 3, None]),
+    "reward_score": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(),
+                              st.booleans(), st.text(max_size=2)),
+    "completion_percentage": st.one_of(st.floats(-10, 200), st.integers(-1, 101),
+                                       st.just(float("nan"))),
+    "elapsed_time_in_milliseconds": st.one_of(st.floats(-1, 1e7), st.integers(0, 10**7),
+                                              st.just(float("inf"))),
+    "episode_status": st.sampled_from(["Lap complete", "Off track", "Crashed", "weird", 1, None,
+                                       []]),
+}
+record = st.fixed_dictionaries({}, optional=FIELDS)
+documents = st.lists(st.one_of(record, st.integers(), st.none()), max_size=60)
+
+
+def finite_numbers(d: Any) -> list[float]:
+    out: list[float] = []
+    for it in d.iterations:
+        out += [*it.reward, *it.completion, *it.episode_seconds, *(it.lap_seconds or ()),
+                it.completed_ratio, it.episodes]
+    out += list(d.best_lap.values())
+    out += [lap.seconds for lap in d.best_laps]
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workers=st.lists(documents, min_size=1, max_size=3), hyper=st.sampled_from([None, 5, 20]))
+def test_arbitrary_records_never_raise_or_yield_nan(workers: list[list[Any]],
+                                                    hyper: int | None) -> None:
+    cols = {w: parse_records(recs) for w, recs in enumerate(workers)}
+    for w, recs in enumerate(workers):
+        assert len(cols[w]) + cols[w].skipped == len(recs)
+    d = derive([RoundInput(cols, hyper)], top_laps=3)
+    for number in finite_numbers(d):
+        assert math.isfinite(number)
+    for it in d.iterations:
+        assert 0 <= it.completion[2] <= it.completion[3] <= 1
+        assert 0 <= it.completed_ratio <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_arbitrary_bytes_raise_only_the_documented_error(body: bytes) -> None:
+    try:
+        parse_document(body)
+    except MetricsFileError as exc:
+        assert exc.reason == "malformed"
+
+
+@pytest.mark.parametrize("body", [b'{"metrics": null}', b'{"metrics": "x"}', b"{}", b"null",
+                                  b'{"metrics": [1'])
+def test_unusable_documents(body: bytes) -> None:
+    with pytest.raises(MetricsFileError):
+        parse_document(body)
+
+
+def test_valid_empty_document() -> None:
+    assert len(parse_document(json.dumps({"metrics": []}).encode())) == 0
