@@ -47,13 +47,13 @@ def refresh(exporter: Exporter) -> Samples:
     return parse(exporter.exposition.rendered.plain.decode())
 
 
-def pick(samples: Samples, name: str, **labels: Any) -> dict[frozenset[tuple[str, str]], float]:
+def pick(samples: Samples, name: str, /, **labels: Any) -> dict[frozenset[tuple[str, str]], float]:
     """All samples of `name` whose labels include `labels`."""
     want = {(k, str(v)) for k, v in labels.items()}
     return {lab: v for (n, lab), v in samples.items() if n == name and want <= lab}
 
 
-def value(samples: Samples, name: str, **labels: Any) -> float:
+def value(samples: Samples, name: str, /, **labels: Any) -> float:
     found = pick(samples, name, **labels)
     assert len(found) == 1, f"{name}{labels}: expected one sample, found {len(found)}"
     return next(iter(found.values()))

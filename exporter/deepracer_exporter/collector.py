@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import __version__
+from . import __version__, extras
 from .derive import STATS
 from .parse import PHASES, STATUSES
 from .snapshot import Snapshot
@@ -40,6 +40,7 @@ class SnapshotCollector(Collector):
 
         yield from self._model_state(snap, gauge, counter)
         yield from self._iterations(snap, gauge)
+        yield from self._extras(snap, gauge)
         yield from self._health(snap, gauge, counter)
 
     @staticmethod
@@ -159,6 +160,87 @@ class SnapshotCollector(Collector):
                     status.add_metric([*base, name], n)
         yield from (reward, completion, episode_s, lap_s, completed, count, status, roll_r,
                     roll_c)
+
+    @staticmethod
+    def _extras(snap: Snapshot, gauge: Callable[..., GaugeMetricFamily]
+                ) -> Iterator[GaugeMetricFamily]:
+        run_labels = ["model", "run"]
+        runs = gauge("deepracer_evaluation_runs", "Evaluation runs found (all rounds).",
+                     ["model"])
+        started = gauge("deepracer_evaluation_timestamp_seconds",
+                        "Start of the evaluation run, from its file name, Unix seconds.",
+                        run_labels)
+        trials = gauge("deepracer_evaluation_trials", "Trials in the evaluation run.",
+                       run_labels)
+        laps = gauge("deepracer_evaluation_completed_laps",
+                     "Completed laps (completion 100%) in the evaluation run.", run_labels)
+        completion = gauge("deepracer_evaluation_completion_ratio",
+                           "Mean completion of the evaluation run's trials, 0..1.", run_labels)
+        lap_s = gauge("deepracer_evaluation_lap_seconds",
+                      "Lap time of the run's completed laps (stat mean or min).",
+                      [*run_labels, "stat"])
+        resets = gauge("deepracer_evaluation_resets", "Resets in the evaluation run by cause.",
+                       [*run_labels, "reason"])
+        best_eval = gauge("deepracer_model_best_evaluation_lap_seconds",
+                          "Fastest completed lap over all evaluation runs.", ["model"])
+        metadata = gauge("deepracer_model_metadata_info",
+                         "model_metadata.json of the latest round (always 1).",
+                         ["model", *extras.MODEL_INFO_LABELS])
+        action = gauge("deepracer_model_action_space",
+                       "Action space bounds from model_metadata.json (speed m/s, degrees).",
+                       ["model", "bound"])
+        hyper = gauge("deepracer_model_hyperparameter",
+                      "Numeric hyperparameters of the latest round (ip/hyperparameters.json).",
+                      ["model", "name"])
+        hyper_info = gauge("deepracer_model_hyperparameters_info",
+                           "Text hyperparameters of the latest round (always 1).",
+                           ["model", *extras.HYPERPARAMETER_INFO_LABELS])
+        checkpoint = gauge("deepracer_model_checkpoint",
+                           "Checkpoint number from model/deepracer_checkpoints.json.",
+                           ["model", "kind"])
+        checkpoint_ts = gauge("deepracer_model_checkpoint_timestamp_seconds",
+                              "LastModified of model/deepracer_checkpoints.json, Unix seconds.",
+                              ["model"])
+        for m in snap.models:
+            x = m.extras
+            if x.evaluation_run_count:
+                runs.add_metric([m.name], x.evaluation_run_count)
+            for run in x.evaluation_runs:
+                labels = [m.name, run.run_id]
+                if run.timestamp is not None:
+                    started.add_metric(labels, run.timestamp)
+                trials.add_metric(labels, run.trials)
+                laps.add_metric(labels, run.completed_laps)
+                if run.completion_ratio is not None:
+                    completion.add_metric(labels, run.completion_ratio)
+                if run.lap_seconds_mean is not None and run.lap_seconds_best is not None:
+                    lap_s.add_metric([*labels, "mean"], run.lap_seconds_mean)
+                    lap_s.add_metric([*labels, "min"], run.lap_seconds_best)
+                for reason, n in (("off_track", run.off_track), ("crashed", run.crashes),
+                                  ("reversed", run.reversed), ("immobilized", run.immobilized)):
+                    resets.add_metric([*labels, reason], n)
+            if x.best_evaluation_lap is not None:
+                best_eval.add_metric([m.name], x.best_evaluation_lap)
+            if x.metadata:
+                values = dict(x.metadata)
+                metadata.add_metric([m.name, *(values.get(k, extras.UNKNOWN)
+                                               for k in extras.MODEL_INFO_LABELS)], 1)
+            for bound, v in x.action_space:
+                action.add_metric([m.name, bound], v)
+            for name, v in x.hyperparameters:
+                hyper.add_metric([m.name, name], v)
+            if x.hyperparameter_info:
+                values = dict(x.hyperparameter_info)
+                hyper_info.add_metric([m.name, *(values.get(k, extras.UNKNOWN)
+                                                 for k in extras.HYPERPARAMETER_INFO_LABELS)], 1)
+            if x.checkpoints is not None:
+                for kind, cp in (("last", x.checkpoints.last), ("best", x.checkpoints.best)):
+                    if cp is not None and cp.number is not None:
+                        checkpoint.add_metric([m.name, kind], cp.number)
+                if x.checkpoints_updated is not None:
+                    checkpoint_ts.add_metric([m.name], x.checkpoints_updated)
+        yield from (runs, started, trials, laps, completion, lap_s, resets, best_eval, metadata,
+                    action, hyper, hyper_info, checkpoint, checkpoint_ts)
 
     @staticmethod
     def _health(snap: Snapshot, gauge: Callable[..., GaugeMetricFamily],

@@ -80,6 +80,7 @@ class Config:
     rolling_window: int = 5
     max_iterations: int = 1000
     top_laps: int = 10
+    max_evaluation_runs: int = 10
     max_object_bytes: int = 256 * 1024**2
     refresh_workers: int = 8
     s3: S3Settings = field(default_factory=S3Settings)
@@ -291,8 +292,8 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
     c = _Checker()
     raw = _interpolate(literal, dict(os.environ) if env is None else env, "", c.errors)
     c.unknown(raw, {"listen", "refresh_interval", "rolling_window", "max_iterations", "top_laps",
-                    "max_object_bytes", "refresh_workers", "s3", "models", "discover", "shard"},
-              "")
+                    "max_evaluation_runs", "max_object_bytes", "refresh_workers", "s3", "models",
+                    "discover", "shard"}, "")
     host, port = _listen(c.string(raw, "listen", "", default=DEFAULT_LISTEN) or "", c.errors)
     s3_raw = literal.get("s3")
     s3_literal: dict[str, Any] = s3_raw if isinstance(s3_raw, dict) else {}
@@ -319,6 +320,7 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
         rolling_window=c.integer(raw, "rolling_window", "", 5, 1, 1000),
         max_iterations=c.integer(raw, "max_iterations", "", 1000, 1, 100_000),
         top_laps=c.integer(raw, "top_laps", "", 10, 0, 1000),
+        max_evaluation_runs=c.integer(raw, "max_evaluation_runs", "", 10, 0, 1000),
         max_object_bytes=c.size(raw, "max_object_bytes", 256 * 1024**2),
         refresh_workers=c.integer(raw, "refresh_workers", "", 8, 1, 256),
         s3=s3,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import Config, DiscoverConfig, ModelConfig, ShardConfig
+from .extras import select_training_keys
 from .snapshot import Snapshot
 from .sources import ObjectStore, SourceError
 from .watch import DeriveSettings, ModelWatcher
@@ -41,7 +42,7 @@ def owned(model: ModelConfig, shard: ShardConfig) -> bool:
 
 def discover_models(entry: DiscoverConfig, store: ObjectStore,
                     known: set[tuple[str | None, str | None, str]]) -> list[ModelConfig]:
-    """Prefixes directly under `entry.prefix` holding metrics/TrainingMetrics*.json."""
+    """Prefixes directly under `entry.prefix` holding training metrics (DRfC or console)."""
     base = f"{entry.prefix}/" if entry.prefix else ""
     found = []
     for child in store.list_children(base):
@@ -50,7 +51,8 @@ def discover_models(entry: DiscoverConfig, store: ObjectStore,
             found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
                                      directory=entry.directory))
             continue
-        if store.list_objects(f"{prefix}/metrics/TrainingMetrics"):
+        metrics = f"{prefix}/metrics/"
+        if select_training_keys((o.key for o in store.list_objects(metrics)), metrics):
             found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
                                      directory=entry.directory))
     return found
@@ -75,7 +77,8 @@ class Refresher:
 
     def _settings(self) -> DeriveSettings:
         c = self.config
-        return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes)
+        return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes,
+                              c.max_evaluation_runs)
 
     def _wanted(self) -> tuple[list[ModelConfig], list[tuple[str, bool]]]:
         config = self.config

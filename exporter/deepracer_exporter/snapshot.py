@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .derive import Derived
+from .extras import Checkpoints, EvaluationRun
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,21 @@ class Health:
 
 
 @dataclass(frozen=True)
+class ModelExtras:
+    """What sits beside the training metrics: evaluation runs, metadata, checkpoints."""
+
+    evaluation_runs: tuple[EvaluationRun, ...] = ()  # the latest `max_evaluation_runs`
+    evaluation_run_count: int = 0
+    best_evaluation_lap: float | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # bounded _info labels of model_metadata.json
+    action_space: tuple[tuple[str, float], ...] = ()
+    hyperparameters: tuple[tuple[str, float], ...] = ()
+    hyperparameter_info: tuple[tuple[str, str], ...] = ()
+    checkpoints: Checkpoints | None = None
+    checkpoints_updated: float | None = None  # LastModified of deepracer_checkpoints.json
+
+
+@dataclass(frozen=True)
 class ModelSnapshot:
     name: str
     bucket: str  # bucket, or the directory for a local source
@@ -29,6 +45,7 @@ class ModelSnapshot:
     derived: Derived | None  # last good data; None until the first success
     last_update: float | None  # newest LastModified of the metrics objects
     health: Health
+    extras: ModelExtras = ModelExtras()
 
 
 @dataclass(frozen=True)

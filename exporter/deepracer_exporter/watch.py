@@ -7,11 +7,12 @@ A failed refresh never replaces the last good data: the model keeps serving it w
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from . import extras
 from .config import ModelConfig
 from .derive import Derived, RoundInput, derive
 from .parse import (
@@ -21,13 +22,13 @@ from .parse import (
     max_episodes,
     parse_document,
 )
-from .snapshot import Health, ModelSnapshot
+from .snapshot import Health, ModelExtras, ModelSnapshot
 from .sources import REASONS, ObjectStore, SourceError
 
 log = logging.getLogger("deepracer_exporter")
 
-WORKER_FILE = re.compile(r"^TrainingMetrics(?:_(\d+))?\.json$")
 _LOG_REPEAT_SECONDS = 600.0
+_SIDE_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class DeriveSettings:
     max_iterations: int = 1000
     top_laps: int = 10
     max_object_bytes: int = 256 * 1024**2
+    max_evaluation_runs: int = 10
 
 
 @dataclass
@@ -45,21 +47,35 @@ class _Cached:
     columns: Columns
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Hyper:
+    episodes: int | None = None
+    max_episodes: int | None = None
+    values: tuple[tuple[str, float], ...] = ()
+    info: tuple[tuple[str, str], ...] = ()
+
+
+def _parse_hyper(body: bytes) -> _Hyper:
+    return _Hyper(episodes_between_training(body), max_episodes(body),
+                  tuple(sorted(extras.hyperparameter_values(body).items())),
+                  tuple(sorted(extras.hyperparameter_info_labels(body).items())))
+
+
+Metadata = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, float], ...]]
+
+
+def _parse_metadata(body: bytes) -> Metadata:
+    return (tuple(extras.model_info_labels(body).items()),
+            tuple(extras.action_space_bounds(body).items()))
+
+
+@dataclass
+class _Side:
+    """A small object read with conditional GETs: its ETag, LastModified and parsed value."""
+
     etag: str | None
-    episodes: int | None
-    max_episodes: int | None
-
-
-def worker_index(key: str, metrics_prefix: str) -> int | None:
-    """Worker number of `<prefix>/metrics/TrainingMetrics[_n].json`, None for other keys."""
-    if not key.startswith(metrics_prefix):
-        return None
-    m = WORKER_FILE.match(key[len(metrics_prefix):])
-    if not m:
-        return None
-    return int(m.group(1)) if m.group(1) else 0
+    last_modified: float | None
+    value: Any
 
 
 class ModelWatcher:
@@ -74,7 +90,9 @@ class ModelWatcher:
         self._clock = clock
         self._monotonic = monotonic
         self._objects: dict[str, _Cached] = {}
-        self._hyper: dict[str, _Hyper] = {}
+        self._side: dict[str, _Side] = {}
+        self._runs: dict[str, tuple[str, extras.EvaluationRun]] = {}
+        self._extras = ModelExtras()
         self._derived: Derived | None = None
         self._last_update: float | None = None
         self._last_success: float | None = None
@@ -115,6 +133,7 @@ class ModelWatcher:
             source=self.source,
             derived=self._derived,
             last_update=self._last_update,
+            extras=self._extras,
             health=Health(
                 success=error is None,
                 duration_seconds=self._monotonic() - started,
@@ -140,29 +159,33 @@ class ModelWatcher:
     def _refresh(self) -> None:
         changed = self._derived is None
         fresh: dict[str, _Cached] = {}
+        runs: dict[str, tuple[str, extras.EvaluationRun]] = {}
         rounds: list[RoundInput] = []
         newest = 0.0
+        hyper = _Hyper()
         for prefix in self.model.rounds:
             metrics_prefix = f"{prefix}/metrics/"
-            listing = [o for o in self._store.list_objects(metrics_prefix)
-                       if worker_index(o.key, metrics_prefix) is not None]
-            if not listing:
-                raise SourceError("not_found", f"no metrics/TrainingMetrics*.json under "
-                                  f"{self._store.describe(prefix)}")
+            listing = {o.key: o for o in self._store.list_objects(metrics_prefix)}
+            selected = extras.select_training_keys(listing, metrics_prefix)
+            if not selected:
+                raise SourceError("not_found", f"no metrics/TrainingMetrics*.json (or console "
+                                  f"training/ export) under {self._store.describe(prefix)}")
             workers: dict[int, Columns] = {}
-            for obj in sorted(listing, key=lambda o: o.key):
-                cached = self._objects.get(obj.key)
+            for index, key in sorted(selected.items()):
+                obj = listing[key]
+                cached = self._objects.get(key)
                 if cached is not None and cached.etag == obj.etag:
                     self._unchanged += 1
                 else:
-                    cached = self._fetch(obj.key, cached)
+                    cached = self._fetch(key, cached)
                     changed = True
-                fresh[obj.key] = cached
-                newest = max(newest, cached.last_modified, obj.last_modified)
-                index = worker_index(obj.key, metrics_prefix)
-                assert index is not None
+                fresh[key] = cached
+                newest = max(newest, obj.last_modified)
                 workers[index] = cached.columns
-            hyper, hyper_changed = self._hyperparameters(prefix)
+            runs.update(self._evaluation_runs(listing, metrics_prefix))
+            hyper_side, hyper_changed = self._read_side(f"{prefix}/ip/hyperparameters.json",
+                                                        _parse_hyper)
+            hyper = hyper_side.value if isinstance(hyper_side.value, _Hyper) else _Hyper()
             changed = changed or hyper_changed
             rounds.append(RoundInput(workers, hyper.episodes, hyper.max_episodes))
         if set(fresh) != set(self._objects):
@@ -172,7 +195,81 @@ class ModelWatcher:
                                    max_iterations=self._settings.max_iterations,
                                    top_laps=self._settings.top_laps)
         self._objects = fresh
+        self._runs = runs
         self._last_update = newest or self._last_update
+        self._extras = self._build_extras(self.model.rounds[-1], hyper)
+
+    def _evaluation_runs(self, listing: dict[str, Any], metrics_prefix: str
+                         ) -> dict[str, tuple[str, extras.EvaluationRun]]:
+        """Evaluation run files of one round, each parsed once per ETag; a bad one is skipped."""
+        out: dict[str, tuple[str, extras.EvaluationRun]] = {}
+        for key, obj in listing.items():
+            run_id = extras.evaluation_run_key(key, metrics_prefix)
+            if run_id is None:
+                continue
+            cached = self._runs.get(key)
+            if cached is not None and cached[0] == obj.etag:
+                self._unchanged += 1
+                out[key] = cached
+                continue
+            try:
+                got = self._store.get(key, None, self._settings.max_object_bytes)
+                self._downloaded += 1
+                self._bytes += len(got.body or b"")
+                out[key] = (got.etag, extras.parse_evaluation(run_id, got.body or b""))
+            except (SourceError, MetricsFileError) as exc:
+                self._side_failure(key, exc)
+                if cached is not None:
+                    out[key] = cached
+        return out
+
+    def _build_extras(self, prefix: str, hyper: _Hyper) -> ModelExtras:
+        metadata, _ = self._read_side(f"{prefix}/model/model_metadata.json", _parse_metadata)
+        checkpoints, _ = self._read_side(f"{prefix}/model/deepracer_checkpoints.json",
+                                         extras.parse_checkpoints)
+        all_runs = [run for _, run in self._runs.values()]
+        labels, bounds = metadata.value if metadata.value is not None else ((), ())
+        return ModelExtras(
+            evaluation_runs=extras.latest_runs(all_runs, self._settings.max_evaluation_runs),
+            evaluation_run_count=len(all_runs),
+            best_evaluation_lap=extras.best_evaluated_lap(all_runs),
+            metadata=labels,
+            action_space=bounds,
+            hyperparameters=hyper.values,
+            hyperparameter_info=hyper.info,
+            checkpoints=checkpoints.value,
+            checkpoints_updated=checkpoints.last_modified if checkpoints.value else None,
+        )
+
+    def _side_failure(self, key: str, exc: SourceError | MetricsFileError) -> None:
+        """A side object (evaluation run, metadata, checkpoints) that cannot be read is counted
+        and logged, but does not fail the model: its training numbers are still good."""
+        self._errors[exc.reason] += 1
+        self._log_failure(f"{exc.reason}: {self._store.describe(key)}: {exc}")
+
+    def _read_side(self, key: str, parse: Callable[[bytes], Any]) -> tuple[_Side, bool]:
+        """Conditional GET of a small object; absent -> value None. Returns (entry, changed)."""
+        cached = self._side.get(key)
+        try:
+            got = self._store.get(key, cached.etag if cached else None, _SIDE_MAX_BYTES)
+        except SourceError as exc:
+            if exc.reason == "not_found":
+                self._side[key] = _Side(None, None, None)
+                return self._side[key], cached is not None and cached.value is not None
+            self._side_failure(key, exc)
+            return cached or _Side(None, None, None), False
+        if got.body is None and cached is not None:
+            self._not_modified += 1
+            return cached, False
+        self._downloaded += 1
+        self._bytes += len(got.body or b"")
+        try:
+            entry = _Side(got.etag, got.last_modified, parse(got.body or b""))
+        except MetricsFileError as exc:
+            self._side_failure(key, exc)
+            entry = _Side(got.etag, got.last_modified, cached.value if cached else None)
+        self._side[key] = entry
+        return entry, True
 
     def _fetch(self, key: str, cached: _Cached | None) -> _Cached:
         got = self._store.get(key, cached.etag if cached else None,
@@ -190,27 +287,6 @@ class ModelWatcher:
         if (cached is not None and len(columns) and len(cached.columns)
                 and int(columns.episode.max()) < int(cached.columns.episode.max())):
             log.info("model %s: %s went back to episode %d (training restarted on this "
-                         "prefix); starting over from the new data", self.model.name,
-                         self._store.describe(key), int(columns.episode.max()))
+                     "prefix); starting over from the new data", self.model.name,
+                     self._store.describe(key), int(columns.episode.max()))
         return _Cached(got.etag, got.last_modified, columns)
-
-    def _hyperparameters(self, prefix: str) -> tuple[_Hyper, bool]:
-        key = f"{prefix}/ip/hyperparameters.json"
-        cached = self._hyper.get(prefix)
-        try:
-            got = self._store.get(key, cached.etag if cached else None, 1024 * 1024)
-        except SourceError as exc:
-            if exc.reason != "not_found":
-                raise
-            hyper = _Hyper(None, None, None)
-            self._hyper[prefix] = hyper
-            return hyper, cached is not None and cached.etag is not None
-        if got.body is None and cached is not None:
-            self._not_modified += 1
-            return cached, False
-        self._downloaded += 1
-        self._bytes += len(got.body or b"")
-        body = got.body or b""
-        hyper = _Hyper(got.etag, episodes_between_training(body), max_episodes(body))
-        self._hyper[prefix] = hyper
-        return hyper, True
