@@ -187,3 +187,13 @@ def test_demo_runs_with_no_cloud_account() -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+def test_invalid_web_config_exits_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "models: [{bucket: b, prefix: p}]\n")
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: plain-text-password-42\n")
+    done = run("--config", str(config), "--web.config.file", str(web), "--check-config")
+    assert done.returncode == 2
+    assert "basic_auth_users.alice" in done.stderr
+    assert "plain-text-password-42" not in done.stderr

@@ -17,7 +17,6 @@ import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from prometheus_client import CollectorRegistry
 
+from deepracer_exporter.server import Exposition, MetricsServer
+from deepracer_exporter.snapshot import Snapshot
 from deepracer_exporter.webconfig import (
     BasicAuth,
     WebConfig,
@@ -35,7 +37,6 @@ from deepracer_exporter.webconfig import (
     load_web_config,
     parse_web_config,
     ssl_context,
-    tls_handshake,
 )
 
 FIXTURES = Path(__file__).parent / "webconfig"
@@ -133,60 +134,21 @@ def _web_config(pki: PKI, tmp_path: Path, body: str) -> WebConfig:
     return load_web_config(path)
 
 
-# --- the server as MetricsServer should wire it -----------------------------------------
+# --- the real server ---------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        auth = self.server.auth
-        if auth is not None and not auth.check(self.headers.get("Authorization")):
-            self._send(401, b"unauthorized\n", {"WWW-Authenticate": auth.challenge})
-            return
-        self._send(200, b"deepracer_up 1\n", dict(self.server.headers))
-
-    def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(code)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, cfg: WebConfig) -> None:
-        self.ctx = ssl_context(cfg)
-        self.auth = BasicAuth.from_config(cfg)
-        self.headers = cfg.headers
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.ctx is None:
-            super().finish_request(request, client_address)
-            return
-        tls = tls_handshake(self.ctx, request, timeout=5.0)
-        if tls is None:
-            return
-        try:
-            super().finish_request(tls, client_address)
-        finally:
-            self.shutdown_request(tls)
+def _exposition() -> Exposition:
+    exposition = Exposition(CollectorRegistry())
+    exposition.update(Snapshot((), (), 15.0, 5, 0.0))
+    return exposition
 
 
 @pytest.fixture
 def serve() -> Iterator[Any]:
-    servers: list[_Server] = []
+    servers: list[MetricsServer] = []
 
     def start(cfg: WebConfig) -> int:
-        server = _Server(cfg)
+        server = MetricsServer("127.0.0.1", 0, _exposition(), cfg)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return int(server.server_address[1])

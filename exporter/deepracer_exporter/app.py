@@ -17,6 +17,7 @@ from .refresher import Refresher
 from .server import Exposition, MetricsServer
 from .snapshot import Snapshot
 from .sources import DirectoryStore, ObjectStore, S3Store
+from .webconfig import WebConfig
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -63,8 +64,9 @@ class Exporter:
     def __init__(self, config: Config, stores: Callable[[ModelConfig | DiscoverConfig],
                                                           ObjectStore],
                  registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, web: WebConfig | None = None) -> None:
         self.exposition = Exposition(registry)
+        self._web = web
         self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update)
         self.server: MetricsServer | None = None
         self._stop = threading.Event()
@@ -84,7 +86,8 @@ class Exporter:
         config = self.refresher.config
         self.refresher.refresh_once()
         if serve:
-            self.server = MetricsServer(config.listen_host, config.listen_port, self.exposition)
+            self.server = MetricsServer(config.listen_host, config.listen_port, self.exposition,
+                                        self._web)
             t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
             t.start()
             self._threads.append(t)

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from . import __version__
 from .app import Exporter, StoreFactory, make_s3_client
 from .config import Config, ConfigInvalid, S3Settings, load_config, parse_duration
+from .webconfig import WebConfig, WebConfigInvalid, load_web_config, ssl_context
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -43,6 +44,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                       help="refresh once, print the exposition to stdout and exit")
     mode.add_argument("--check-config", action="store_true",
                       help="validate the configuration and exit")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth for /metrics (exporter-toolkit web.yml format)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -67,16 +70,18 @@ def _describe(config: Config, path: str) -> str:
     return "\n".join(lines)
 
 
-def _serve(config: Config, path: str) -> int:
-    exporter = Exporter(config, _stores(config), registry=_registry())
+def _serve(config: Config, path: str, web: WebConfig | None) -> int:
+    exporter = Exporter(config, _stores(config), registry=_registry(), web=web)
     try:
         exporter.start()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.listen_host, config.listen_port,
                   exc.strerror or exc)
         return 1
-    log.info("serving http://%s:%d/metrics (%d models; refresh every %gs)", config.listen_host,
-             exporter.port, len(exporter.snapshot.models), config.refresh_interval)
+    scheme = "https" if web is not None and web.tls is not None else "http"
+    log.info("serving %s://%s:%d/metrics (%d models; refresh every %gs)", scheme,
+             config.listen_host, exporter.port, len(exporter.snapshot.models),
+             config.refresh_interval)
     stop = threading.Event()
     reload = threading.Event()
 
@@ -128,13 +133,24 @@ def _main_serve(argv: list[str]) -> int:
     except ConfigInvalid as exc:
         print(exc, file=sys.stderr)
         return 2
+    web = None
+    if args.web_config:
+        try:
+            web = load_web_config(args.web_config)
+            ssl_context(web)  # a certificate that does not load fails here, not at first scrape
+        except WebConfigInvalid as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if web.credentials_in_clear:
+            log.warning("%s: basic auth without TLS sends passwords in clear text",
+                        args.web_config)
     if args.check_config:
         print(_describe(config, args.config))
         return 0
     try:
         if args.once:
             return _once(config)
-        return _serve(config, args.config)
+        return _serve(config, args.config, web)
     except BotoCoreError as exc:  # e.g. a profile that does not exist
         print(f"{args.config}: s3: {exc}", file=sys.stderr)
         return 2

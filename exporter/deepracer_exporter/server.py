@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .collector import SnapshotCollector
 from .snapshot import Snapshot
+from .webconfig import BasicAuth, WebConfig, ssl_context, tls_handshake
 
 _LANDING = b"""<!DOCTYPE html>
 <html><head><title>DeepRacer exporter</title></head>
@@ -58,6 +59,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        auth = self.server.auth
+        if auth is not None and not auth.check(self.headers.get("Authorization")):
+            self._send(401, "text/plain; charset=utf-8", b"unauthorized\n",
+                       extra={"WWW-Authenticate": auth.challenge})
+            return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             rendered = self.server.exposition.rendered
@@ -70,8 +76,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found; see /metrics\n")
 
-    def _send(self, code: int, ctype: str, body: bytes, encoding: str | None = None) -> None:
+    def _send(self, code: int, ctype: str, body: bytes, encoding: str | None = None,
+              extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
+        for name, val in {**self.server.headers, **(extra or {})}.items():
+            self.send_header(name, val)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         if encoding:
@@ -84,8 +93,28 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsServer(ThreadingHTTPServer):
+    """Threaded HTTP(S) server; TLS and basic auth come from an exporter-toolkit style web
+    config. The TLS handshake runs in the connection's own thread, so a client that connects
+    and sends nothing cannot hold up other scrapes."""
+
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, exposition: Exposition) -> None:
+    def __init__(self, host: str, port: int, exposition: Exposition,
+                 web: WebConfig | None = None) -> None:
         self.exposition = exposition
+        self.ssl_ctx = ssl_context(web) if web is not None else None
+        self.auth = BasicAuth.from_config(web) if web is not None else None
+        self.headers: dict[str, str] = dict(web.headers) if web is not None else {}
         super().__init__((host, port), _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_ctx is None:
+            super().finish_request(request, client_address)
+            return
+        tls = tls_handshake(self.ssl_ctx, request, timeout=10.0)
+        if tls is None:  # plain HTTP, a certificate we do not accept, or a silent client
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            self.shutdown_request(tls)
