@@ -165,26 +165,3 @@ def _validate(cols: list[np.ndarray[Any, Any]], dropped: int) -> Columns:
         skipped=skipped,
     )
 
-
-def episodes_between_training(body: bytes) -> int | None:
-    """`num_episodes_between_training` from ip/hyperparameters.json, if usable."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    value = doc.get("num_episodes_between_training") if isinstance(doc, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1_000_000:
-        return value
-    return None
-
-
-def max_episodes(body: bytes) -> int | None:
-    """`term_cond_max_episodes` from ip/hyperparameters.json: the training stops there."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    value = doc.get("term_cond_max_episodes") if isinstance(doc, dict) else None
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e12:
-        return int(value)
-    return None

@@ -15,13 +15,7 @@ from typing import Any
 from . import extras
 from .config import ModelConfig
 from .derive import Derived, RoundInput, derive
-from .parse import (
-    Columns,
-    MetricsFileError,
-    episodes_between_training,
-    max_episodes,
-    parse_document,
-)
+from .parse import Columns, MetricsFileError, parse_document
 from .snapshot import Health, ModelExtras, ModelSnapshot
 from .sources import REASONS, ObjectStore, SourceError
 
@@ -55,9 +49,15 @@ class _Hyper:
     info: tuple[tuple[str, str], ...] = ()
 
 
+def _whole(value: float | None, limit: float) -> int | None:
+    return int(value) if value is not None and value == int(value) and 0 < value < limit else None
+
+
 def _parse_hyper(body: bytes) -> _Hyper:
-    return _Hyper(episodes_between_training(body), max_episodes(body),
-                  tuple(sorted(extras.hyperparameter_values(body).items())),
+    values = extras.hyperparameter_values(body)
+    return _Hyper(_whole(values.get("num_episodes_between_training"), 1e6),
+                  _whole(values.get("term_cond_max_episodes"), 1e12),
+                  tuple(sorted(values.items())),
                   tuple(sorted(extras.hyperparameter_info_labels(body).items())))
 
 
