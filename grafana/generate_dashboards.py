@@ -382,10 +382,325 @@ def m(metric: str, extra: str = "") -> str:
 
 
 TRAINING = 'phase="training"'
+MEAN = 'stat="mean"'
+MIN = 'stat="min"'
+
+
+def label(name: str, value: str) -> str:
+    """`name="value"` matcher."""
+    return f'{name}="{value}"'
 
 
 def per_iter(metric: str, extra: str, scale: str = "") -> str:
     return f"{scale}max by (round, iteration) ({m(metric, extra)})"
+
+
+def table(
+    pid: int,
+    title: str,
+    description: str,
+    pos: Json,
+    targets: list[Json],
+    transformations: list[Json],
+    overrides: list[Json],
+    *,
+    sort_by: list[Json] | None = None,
+) -> Json:
+    return {
+        "id": pid,
+        "type": "table",
+        "title": title,
+        "description": description,
+        "pluginVersion": GRAFANA_VERSION,
+        "datasource": DS,
+        "gridPos": pos,
+        "targets": targets,
+        "transformations": transformations,
+        "fieldConfig": {
+            "defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+            "overrides": overrides,
+        },
+        "options": {
+            "showHeader": True,
+            "cellHeight": "sm",
+            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+            "sortBy": sort_by or [],
+        },
+    }
+
+
+def join_tables(key: str, refs: list[str], order: list[str], rename: dict[str, str]) -> list[Json]:
+    """Transformations that make one table row per `key` value out of instant table queries.
+
+    Each query's frame is (Time, labels..., "Value #<ref>"). Time is dropped from every frame
+    first (organize works per frame), then the frames are outer-joined on the `key` label: a
+    query without a value for some key leaves an empty cell. `order` lists the resulting columns
+    by their original names; the constant values of info metrics (not in `order`) are dropped.
+    """
+    drop = {"Time": True}
+    excluded = {
+        name: True for name in ("Value", *(f"Value #{r}" for r in refs)) if name not in order
+    }
+    return [
+        {
+            "id": "organize",
+            "options": {"excludeByName": drop, "indexByName": {}, "renameByName": {}},
+        },
+        {"id": "joinByField", "options": {"byField": key, "mode": "outer"}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": excluded,
+                "indexByName": {name: i for i, name in enumerate(order)},
+                "renameByName": rename,
+            },
+        },
+    ]
+
+
+# deepracer_evaluation_resets reasons, in the order of the evaluation runs table.
+RESET_REASONS = {
+    "off_track": "Off track",
+    "crashed": "Crashed",
+    "reversed": "Reversed",
+    "immobilized": "Immobilized",
+}
+# Numeric hyperparameters shown on the training dashboard: name -> (title, decimals).
+KEY_HYPERPARAMETERS = {
+    "batch_size": ("Batch size", 0),
+    "lr": ("Learning rate", None),
+    "discount_factor": ("Discount", None),
+    "num_episodes_between_training": ("Episodes between training", 0),
+    "num_epochs": ("Epochs", 0),
+    "beta_entropy": ("Entropy", None),
+}
+# deepracer_model_metadata_info / deepracer_model_hyperparameters_info labels -> column title.
+METADATA_COLUMNS = {
+    "action_space_type": "Action space",
+    "action_count": "Actions",
+    "sensors": "Sensors",
+    "neural_network": "Network",
+    "training_algorithm": "Algorithm",
+    "version": "Version",
+}
+HYPERPARAMETER_INFO_COLUMNS = {"exploration_type": "Exploration", "loss_type": "Loss"}
+
+
+def evaluation_panels(y: int) -> tuple[list[Json], int]:
+    """Evaluation runs (metrics/evaluation/*.json): one table row per run, and the best lap."""
+    p: list[Json] = [row(60, "Evaluation runs", y)]
+    y += 1
+    ev = "deepracer_evaluation_"
+    columns: list[tuple[str, str, str, Json]] = [
+        # (refId, expr, column title, field config)
+        (
+            "A",
+            f"1000 * max by (run) ({m(ev + 'timestamp_seconds')})",
+            "Started",
+            {"unit": "dateTimeAsIso"},
+        ),
+        ("B", f"max by (run) ({m(ev + 'trials')})", "Trials", {"decimals": 0}),
+        ("C", f"max by (run) ({m(ev + 'completed_laps')})", "Completed laps", {"decimals": 0}),
+        (
+            "D",
+            f"max by (run) ({m(ev + 'completion_ratio')})",
+            "Completion",
+            {"unit": "percentunit", "decimals": 1},
+        ),
+        (
+            "E",
+            f"max by (run) ({m(ev + 'lap_seconds', MEAN)})",
+            "Mean lap",
+            {"unit": "s", "decimals": 3},
+        ),
+        (
+            "F",
+            f"max by (run) ({m(ev + 'lap_seconds', MIN)})",
+            "Best lap",
+            {"unit": "s", "decimals": 3},
+        ),
+    ]
+    for ref, (reason, title) in zip("GHIJ", RESET_REASONS.items(), strict=True):
+        columns.append(
+            (
+                ref,
+                f"sum by (run) ({m(ev + 'resets', label('reason', reason))})",
+                title,
+                {"decimals": 0},
+            )
+        )
+    refs = [ref for ref, *_ in columns]
+    order = ["run", *(f"Value #{ref}" for ref in refs)]
+    rename = {"run": "Run", **{f"Value #{ref}": title for ref, _, title, _ in columns}}
+    overrides = [override("byName", title, **props) for _, _, title, props in columns]
+    overrides.append(
+        override(
+            "byName",
+            "Completion",
+            custom__cellOptions={"type": "color-text"},
+            thresholds={
+                "mode": "absolute",
+                "steps": [
+                    {"value": None, "color": "red"},
+                    {"value": 0.5, "color": "orange"},
+                    {"value": 1, "color": "green"},
+                ],
+            },
+        )
+    )
+    p.append(
+        table(
+            61,
+            "Evaluation runs",
+            "One row per evaluation run (metrics/evaluation/*.json, the latest "
+            "max_evaluation_runs): start time (from the file name; DRfC writes local time, "
+            "shown as if UTC), trials, completed laps, mean completion, mean and best lap time "
+            "of the completed laps, and resets by cause. Newest first.",
+            grid(0, y, 18, 8),
+            [target(ref, expr, instant=True) for ref, expr, _, _ in columns],
+            join_tables("run", refs, order, rename),
+            overrides,
+            sort_by=[{"displayName": "Run", "desc": True}],
+        )
+    )
+    p.append(
+        stat(
+            62,
+            "Best evaluated lap",
+            "Fastest completed lap over all evaluation runs (not the evaluation episodes "
+            "during training: those are under Best lap).",
+            grid(18, y, 6, 4),
+            [target("A", f"min({m('deepracer_model_best_evaluation_lap_seconds')})", instant=True)],
+            unit="s",
+            decimals=3,
+        )
+    )
+    p.append(
+        stat(
+            63,
+            "Evaluation runs",
+            "Evaluation runs found for this model, all rounds (the table shows the latest "
+            "max_evaluation_runs).",
+            grid(18, y + 4, 6, 4),
+            [target("A", f"max({m('deepracer_evaluation_runs')})", instant=True)],
+            decimals=0,
+        )
+    )
+    return p, y + 8
+
+
+def model_panels(y: int) -> tuple[list[Json], int]:
+    """model_metadata.json, action space, key hyperparameters and checkpoints of the model."""
+    p: list[Json] = [row(70, "Model: metadata, hyperparameters, checkpoints", y)]
+    y += 1
+    meta = ", ".join(METADATA_COLUMNS)
+    hinfo = ", ".join(HYPERPARAMETER_INFO_COLUMNS)
+    p.append(
+        table(
+            71,
+            "Model",
+            "model/model_metadata.json of the latest round (action space type, number of "
+            "discrete actions, sensors, network, training algorithm, simapp version) and the "
+            "text hyperparameters.",
+            grid(0, y, 24, 4),
+            [
+                target(
+                    "A",
+                    f"max by (model, {meta}) ({m('deepracer_model_metadata_info')})",
+                    instant=True,
+                ),
+                target(
+                    "B",
+                    f"max by (model, {hinfo}) ({m('deepracer_model_hyperparameters_info')})",
+                    instant=True,
+                ),
+            ],
+            join_tables(
+                "model",
+                ["A", "B"],
+                [*METADATA_COLUMNS, *HYPERPARAMETER_INFO_COLUMNS],
+                {**METADATA_COLUMNS, **HYPERPARAMETER_INFO_COLUMNS},
+            ),
+            [],
+        )
+    )
+    # The joined table still has the key column; hide it (the dashboard is for one model).
+    p[-1]["transformations"][-1]["options"]["excludeByName"]["model"] = True
+    y += 4
+    for pid, x, title, kind, unit, desc in (
+        (72, 0, "Speed range", "speed", "velocityms", "Slowest and fastest action speed, m/s."),
+        (73, 4, "Steering range", "steering_angle", "degree", "Steering angle range, degrees."),
+    ):
+        p.append(
+            stat(
+                pid,
+                title,
+                desc + " From the action space in model_metadata.json.",
+                grid(x, y, 4, 4),
+                [
+                    target(
+                        ref,
+                        f"max({m('deepracer_model_action_space', label('bound', f'{kind}_{b}'))})",
+                        instant=True,
+                    )
+                    for ref, b in (("A", "min"), ("B", "max"))
+                ],
+                unit=unit,
+            )
+        )
+        p[-1]["fieldConfig"]["overrides"] = [
+            override("byFrameRefID", "A", displayName="min"),
+            override("byFrameRefID", "B", displayName="max"),
+        ]
+    hyper_targets = []
+    hyper_overrides = []
+    for ref, (name, (title, decimals)) in zip("ABCDEF", KEY_HYPERPARAMETERS.items(), strict=True):
+        hyper_targets.append(
+            target(
+                ref,
+                f"max({m('deepracer_model_hyperparameter', label('name', name))})",
+                instant=True,
+            )
+        )
+        props: Json = {"displayName": title}
+        if decimals is not None:
+            props["decimals"] = decimals
+        hyper_overrides.append(override("byFrameRefID", ref, **props))
+    p.append(
+        stat(
+            74,
+            "Hyperparameters",
+            "Key numeric hyperparameters of the latest round (ip/hyperparameters.json): "
+            "batch_size, lr, discount_factor, num_episodes_between_training, num_epochs, "
+            "beta_entropy.",
+            grid(8, y, 12, 4),
+            hyper_targets,
+        )
+    )
+    p[-1]["fieldConfig"]["overrides"] = hyper_overrides
+    p.append(
+        stat(
+            75,
+            "Checkpoints",
+            "Last and best checkpoint number in model/deepracer_checkpoints.json, and the "
+            "time since the trainer last saved a checkpoint (the file's LastModified).",
+            grid(20, y, 4, 4),
+            [
+                target("A", f"max by (kind) ({m('deepracer_model_checkpoint')})", instant=True),
+                target(
+                    "B",
+                    f"time() - max({m('deepracer_model_checkpoint_timestamp_seconds')})",
+                    instant=True,
+                ),
+            ],
+            decimals=0,
+        )
+    )
+    p[-1]["fieldConfig"]["overrides"] = [
+        override("byFrameRefID", "A", displayName="${__field.labels.kind}"),
+        override("byFrameRefID", "B", displayName="saved ago", unit="s"),
+    ]
+    return p, y + 4
 
 
 def training_dashboard() -> Json:
@@ -821,6 +1136,9 @@ def training_dashboard() -> Json:
     )
     y += 7
 
+    panels, y = evaluation_panels(y)
+    p.extend(panels)
+
     # --- Episode outcomes ---------------------------------------------------------------------
     p.append(row(40, "Episode outcomes", y))
     y += 1
@@ -1001,6 +1319,9 @@ def training_dashboard() -> Json:
     )
     y += 7
 
+    panels, y = model_panels(y)
+    p.extend(panels)
+
     # --- Exporter / activity (wall time) -------------------------------------------------------
     p.append(row(50, "Activity and exporter health (wall time)", y))
     y += 1
@@ -1160,7 +1481,31 @@ def overview_dashboard() -> Json:
         ),
         ("J", "max by (model) (deepracer_model_finished)", "Finished"),
         ("K", "min by (model) (deepracer_exporter_refresh_success)", "Refresh"),
+        (
+            "M",
+            'max by (model) (deepracer_model_action_space{bound="speed_min"})',
+            "Speed min",
+        ),
+        (
+            "N",
+            'max by (model) (deepracer_model_action_space{bound="speed_max"})',
+            "Speed max",
+        ),
+        (
+            "O",
+            "min by (model) (deepracer_model_best_evaluation_lap_seconds)",
+            "Best evaluated lap",
+        ),
     ]
+    # Action space type and number of actions are labels of an info metric: its frame brings them
+    # as columns, joined to the others on `model` (its constant value is dropped).
+    metadata = target(
+        "L",
+        "max by (model, action_space_type, action_count) (deepracer_model_metadata_info)",
+        instant=True,
+    )
+    columns = ["model", "Value #A", "Value #B", "action_space_type", "action_count"]
+    columns += [f"Value #{ref}" for ref in "MNCDO"] + [f"Value #{ref}" for ref in "EFGHIJK"]
     overrides = [
         override(
             "byName",
@@ -1180,6 +1525,11 @@ def overview_dashboard() -> Json:
         override("byName", "Value #E", unit="percentunit", decimals=1),
         override("byName", "Value #F", unit="percentunit", decimals=1),
         override("byName", "Value #G", decimals=1),
+        override("byName", "Value #M", unit="velocityms", decimals=2),
+        override("byName", "Value #N", unit="velocityms", decimals=2),
+        override("byName", "Value #O", unit="s", decimals=3),
+        override("byName", "action_space_type", displayName="Action space"),
+        override("byName", "action_count", displayName="Actions"),
         override(
             "byName",
             "Value #H",
@@ -1228,22 +1578,18 @@ def overview_dashboard() -> Json:
             "description": "Every watched model side by side. Click a model to open its training "
             f"dashboard. Stalled: no new metrics for {STALL_SECONDS // 60} min and not "
             "finished. Completion and reward are rolling means at the latest "
-            "iteration.",
+            "iteration. Action space, actions (discrete) and speed range come from "
+            "model_metadata.json; the best evaluated lap from the evaluation runs.",
             "pluginVersion": GRAFANA_VERSION,
             "datasource": DS,
             "gridPos": grid(0, y, 24, 9),
-            "targets": [target(ref, expr, instant=True) for ref, expr, _ in queries],
-            "transformations": [
-                {"id": "merge", "options": {}},
-                {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {"Time": True},
-                        "indexByName": {},
-                        "renameByName": {},
-                    },
-                },
+            "targets": [
+                *(target(ref, expr, instant=True) for ref, expr, _ in queries),
+                metadata,
             ],
+            "transformations": join_tables(
+                "model", [*(ref for ref, _, _ in queries), "L"], columns, {}
+            ),
             "fieldConfig": {
                 "defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
                 "overrides": overrides,

@@ -10,7 +10,10 @@ query against a real Prometheus:
 `Query.requires` names what a query legitimately needs before it can return data, so a test can
 skip it for a model that lacks it: `completed_lap` (lap metrics exist only after a completed lap),
 `evaluation` (evaluation episodes), `discover` (a `discover` entry in the exporter config),
-`history` (a range vector: at least two scrapes).
+`history` (a range vector: at least two scrapes), and for the files besides the training metrics:
+`evaluation_runs` (evaluation run files, `metrics/evaluation/*.json`), `evaluation_lap` (an
+evaluation run with a completed lap), `metadata` (`model/model_metadata.json`), `hyperparameters`
+(`ip/hyperparameters.json`), `checkpoints` (`model/deepracer_checkpoints.json`).
 
 The console chart (DeepRacer console reward graph) is panel `CONSOLE_CHART_PANEL_ID` of the
 training dashboard; `console_chart_queries(model)` maps deepracer-utils `getSummary(method="mean")`
@@ -106,7 +109,37 @@ def _requires(expr: str) -> frozenset[str]:
         need.add("discover")
     if re.search(r"\[[^\]]+\]", expr):
         need.add("history")
+    for flag, families in FILE_REQUIREMENTS.items():
+        if names & families:
+            need.add(flag)
     return frozenset(need)
+
+
+# `Query.requires` flag -> metric families that exist only when the model has that file.
+FILE_REQUIREMENTS: dict[str, frozenset[str]] = {
+    "evaluation_runs": frozenset(
+        {
+            "deepracer_evaluation_runs",
+            "deepracer_evaluation_timestamp_seconds",
+            "deepracer_evaluation_trials",
+            "deepracer_evaluation_completed_laps",
+            "deepracer_evaluation_completion_ratio",
+            "deepracer_evaluation_lap_seconds",
+            "deepracer_evaluation_resets",
+            "deepracer_model_best_evaluation_lap_seconds",
+        }
+    ),
+    "evaluation_lap": frozenset(
+        {"deepracer_evaluation_lap_seconds", "deepracer_model_best_evaluation_lap_seconds"}
+    ),
+    "metadata": frozenset({"deepracer_model_metadata_info", "deepracer_model_action_space"}),
+    "hyperparameters": frozenset(
+        {"deepracer_model_hyperparameter", "deepracer_model_hyperparameters_info"}
+    ),
+    "checkpoints": frozenset(
+        {"deepracer_model_checkpoint", "deepracer_model_checkpoint_timestamp_seconds"}
+    ),
+}
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")

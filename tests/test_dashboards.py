@@ -384,8 +384,8 @@ def test_overview_table_links_to_the_training_dashboard() -> None:
     table = next(p for p in dash.iter_panels(board) if p["type"] == "table")
     for t in table["targets"]:
         assert t["instant"] and t["format"] == "table"
-        assert re.search(r"\bby\s*\(\s*model\s*\)", t["expr"]), t["expr"]
-    assert any(t["id"] == "merge" for t in table["transformations"])
+        assert "model" in _grouping(t["expr"]), t["expr"]
+    assert _join_key(table) == "model"
     links = [
         link
         for o in table["fieldConfig"]["overrides"]
@@ -407,3 +407,278 @@ def test_overview_table_links_to_the_training_dashboard() -> None:
         "deepracer_exporter_refresh_success",
     ):
         assert metric in exprs, metric
+    # Action space and best evaluated lap (issue 8) are columns of the same table.
+    assert "deepracer_model_metadata_info" in exprs
+    assert 'deepracer_model_action_space{bound="speed_min"}' in exprs
+    assert 'deepracer_model_action_space{bound="speed_max"}' in exprs
+    assert "deepracer_model_best_evaluation_lap_seconds" in exprs
+    columns = _join_columns(table)
+    assert {"action_space_type", "action_count"} <= set(columns)
+    assert columns.index("action_space_type") < columns.index("Value #C"), "near the laps"
+    names = _display_names(table)
+    assert names["action_space_type"] == "Action space" and names["action_count"] == "Actions"
+    best_ref = next(t["refId"] for t in table["targets"] if "best_evaluation" in t["expr"])
+    assert names[f"Value #{best_ref}"] == "Best evaluated lap"
+
+
+# --- joined tables -------------------------------------------------------------------------------
+
+
+def _grouping(expr: str) -> set[str]:
+    """Labels of the outermost `by (...)` of an aggregation, empty if none."""
+    found = re.search(r"\bby\s*\(([^)]*)\)", expr)
+    return {x.strip() for x in found.group(1).split(",")} if found else set()
+
+
+def _join_key(panel: dict[str, Any]) -> str:
+    return str(_transformation(panel, "joinByField")["byField"])
+
+
+def _join_columns(panel: dict[str, Any]) -> list[str]:
+    """Column order (original field names) of the organize step after the join."""
+    steps = [t["id"] for t in panel["transformations"]]
+    last = panel["transformations"][len(steps) - 1 - steps[::-1].index("organize")]
+    order = last["options"]["indexByName"]
+    return sorted(order, key=order.__getitem__)
+
+
+def _display_names(panel: dict[str, Any]) -> dict[str, str]:
+    """Field name -> title, from the renaming organize step and displayName overrides."""
+    names: dict[str, str] = {}
+    for t in panel["transformations"]:
+        if t["id"] == "organize":
+            names.update(t["options"]["renameByName"])
+    for o in panel["fieldConfig"]["overrides"]:
+        for prop in o["properties"]:
+            if prop["id"] == "displayName" and o["matcher"]["id"] == "byName":
+                names[o["matcher"]["options"]] = prop["value"]
+    return names
+
+
+def _joined_tables() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (uid, p)
+        for uid, p in _panels()
+        if any(t["id"] == "joinByField" for t in p.get("transformations", []))
+    ]
+
+
+def test_joined_tables_have_one_row_per_key() -> None:
+    """Queries merged into one table row per key: every frame carries the key label, Time is
+    dropped from each frame before the join, and every query has a column."""
+    tables = _joined_tables()
+    assert {p["id"] for uid, p in tables if uid == dash.TRAINING_UID} >= {61, 71}
+    assert any(uid == dash.OVERVIEW_UID for uid, _ in tables)
+    for uid, panel in tables:
+        where = (uid, panel["title"])
+        key = _join_key(panel)
+        ids = [t["id"] for t in panel["transformations"]]
+        join_at = ids.index("joinByField")
+        assert "organize" in ids[:join_at], where
+        before = panel["transformations"][ids.index("organize")]["options"]["excludeByName"]
+        assert before == {"Time": True}, where
+        assert _transformation(panel, "joinByField")["mode"] == "outer", where
+        columns = _join_columns(panel)
+        excluded = panel["transformations"][-1]["options"]["excludeByName"]
+        labels: set[str] = set()
+        for t in panel["targets"]:
+            assert t["instant"] is True and t["format"] == "table", (*where, t["refId"])
+            grouping = _grouping(t["expr"])
+            assert key in grouping, (*where, t["expr"])
+            labels |= grouping
+            value = f"Value #{t['refId']}"
+            # A number column, or an info metric whose constant value is dropped.
+            assert (value in columns) != bool(excluded.get(value)), (*where, value)
+        for column in columns:
+            assert column.startswith("Value #") or column in labels, (*where, column)
+
+
+def test_evaluation_runs_table() -> None:
+    panel = next(p for p in dash.iter_panels(BOARDS[dash.TRAINING_UID]) if p["id"] == 61)
+    assert panel["type"] == "table" and panel["title"] == "Evaluation runs"
+    assert _join_key(panel) == "run"
+    by_ref = {t["refId"]: t["expr"] for t in panel["targets"]}
+    for expr in by_ref.values():
+        assert _grouping(expr) == {"run"}, expr
+    names = _display_names(panel)
+    titles = {names[f"Value #{ref}"]: expr for ref, expr in by_ref.items()}
+    assert names["run"] == "Run"
+    expected = {
+        "Started": "deepracer_evaluation_timestamp_seconds",
+        "Trials": "deepracer_evaluation_trials",
+        "Completed laps": "deepracer_evaluation_completed_laps",
+        "Completion": "deepracer_evaluation_completion_ratio",
+        "Mean lap": 'deepracer_evaluation_lap_seconds{model="$model", stat="mean"}',
+        "Best lap": 'deepracer_evaluation_lap_seconds{model="$model", stat="min"}',
+    }
+    for reason, title in (
+        ("off_track", "Off track"),
+        ("crashed", "Crashed"),
+        ("reversed", "Reversed"),
+        ("immobilized", "Immobilized"),
+    ):
+        expected[title] = f'deepracer_evaluation_resets{{model="$model", reason="{reason}"}}'
+    assert set(titles) == set(expected)
+    for title, fragment in expected.items():
+        assert fragment in titles[title], (title, titles[title])
+    # Grafana's dateTime units take milliseconds.
+    assert titles["Started"].startswith("1000 * ")
+    units = {
+        o["matcher"]["options"]: p["value"]
+        for o in panel["fieldConfig"]["overrides"]
+        for p in o["properties"]
+        if p["id"] == "unit"
+    }
+    assert units["Started"].startswith("dateTime")
+    assert units["Completion"] == "percentunit"
+    assert units["Mean lap"] == units["Best lap"] == "s"
+    assert _join_columns(panel)[0] == "run"
+    assert panel["options"]["sortBy"] == [{"displayName": "Run", "desc": True}]
+
+
+def _training_panel(title: str) -> dict[str, Any]:
+    return next(p for p in dash.iter_panels(BOARDS[dash.TRAINING_UID]) if p["title"] == title)
+
+
+def _stat_titles(panel: dict[str, Any]) -> dict[str, str]:
+    """refId -> displayName of a stat panel with one override per query."""
+    return {
+        o["matcher"]["options"]: p["value"]
+        for o in panel["fieldConfig"]["overrides"]
+        if o["matcher"]["id"] == "byFrameRefID"
+        for p in o["properties"]
+        if p["id"] == "displayName"
+    }
+
+
+def test_model_panels() -> None:
+    best = _training_panel("Best evaluated lap")
+    assert best["type"] == "stat"
+    assert "deepracer_model_best_evaluation_lap_seconds" in best["targets"][0]["expr"]
+    assert best["fieldConfig"]["defaults"]["unit"] == "s"
+
+    model = _training_panel("Model")
+    assert model["type"] == "table"
+    columns = _join_columns(model)
+    assert columns == [
+        "action_space_type",
+        "action_count",
+        "sensors",
+        "neural_network",
+        "training_algorithm",
+        "version",
+        "exploration_type",
+        "loss_type",
+    ]
+    exprs = " ".join(t["expr"] for t in model["targets"])
+    assert "deepracer_model_metadata_info" in exprs
+    assert "deepracer_model_hyperparameters_info" in exprs
+
+    for title, kind in (("Speed range", "speed"), ("Steering range", "steering_angle")):
+        panel = _training_panel(title)
+        by_ref = {t["refId"]: t["expr"] for t in panel["targets"]}
+        titles = _stat_titles(panel)
+        for bound in ("min", "max"):
+            ref = next(r for r, name in titles.items() if name == bound)
+            assert f'bound="{kind}_{bound}"' in by_ref[ref], by_ref[ref]
+    assert _training_panel("Speed range")["fieldConfig"]["defaults"]["unit"] == "velocityms"
+    assert _training_panel("Steering range")["fieldConfig"]["defaults"]["unit"] == "degree"
+
+    hyper = _training_panel("Hyperparameters")
+    titles = _stat_titles(hyper)
+    shown = {
+        re.search(r'name="(\w+)"', t["expr"]).group(1): titles[t["refId"]]  # type: ignore[union-attr]
+        for t in hyper["targets"]
+    }
+    assert shown == {
+        "batch_size": "Batch size",
+        "lr": "Learning rate",
+        "discount_factor": "Discount",
+        "num_episodes_between_training": "Episodes between training",
+        "num_epochs": "Epochs",
+        "beta_entropy": "Entropy",
+    }
+
+    checkpoints = _training_panel("Checkpoints")
+    exprs = " ".join(t["expr"] for t in checkpoints["targets"])
+    assert "max by (kind) (deepracer_model_checkpoint{" in exprs
+    assert "deepracer_model_checkpoint_timestamp_seconds" in exprs
+
+
+def test_requires_flags() -> None:
+    """Queries on files a model may lack are flagged, so integration tests can skip them."""
+    flagged: dict[str, set[str]] = {}
+    for q in QUERIES:
+        names = dash.metric_names(q.expr)
+        for flag, families in dash.FILE_REQUIREMENTS.items():
+            assert (flag in q.requires) == bool(names & families), (q.panel_title, q.expr)
+            if flag in q.requires:
+                flagged.setdefault(flag, set()).add(q.dashboard_uid)
+    assert set(flagged) == set(dash.FILE_REQUIREMENTS)
+    assert (
+        flagged["evaluation_runs"]
+        == flagged["metadata"]
+        == {
+            dash.TRAINING_UID,
+            dash.OVERVIEW_UID,
+        }
+    )
+    # Every family of a flag is documented, so a rename in the exporter breaks this test.
+    documented = dash.documented_metrics()
+    for families in dash.FILE_REQUIREMENTS.values():
+        assert families <= documented
+    # Per-run lap times exist only for runs with a completed lap.
+    lap = next(
+        q
+        for q in dash.queries_for_model("m")
+        if 'stat="mean"' in q.expr and "deepracer_evaluation_lap_seconds" in q.expr
+    )
+    assert {"evaluation_runs", "evaluation_lap"} <= lap.requires
+    trials = next(q for q in QUERIES if "deepracer_evaluation_trials" in q.expr)
+    assert trials.requires == {"evaluation_runs"}
+
+
+# --- against real exporter output ----------------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "drfc1.prom"
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+\S+$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_SELECTOR = re.compile(r"\b(deepracer_\w+)\s*\{([^}]*)\}")
+_EQUALS = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+
+
+def _golden_series() -> dict[str, list[dict[str, str]]]:
+    series: dict[str, list[dict[str, str]]] = {}
+    for line in GOLDEN.read_text().splitlines():
+        match = _SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            labels = dict(_LABEL.findall(match.group(2) or ""))
+            series.setdefault(match.group(1), []).append(labels)
+    return series
+
+
+def test_label_matchers_select_real_series() -> None:
+    """Every `label="value"` matcher selects a series of the real exporter output (the golden
+    exposition of model drfc1), so a misspelt label value (name="learning_rate",
+    bound="speed_maximum") cannot leave a panel empty. Families absent from it are skipped."""
+    series = _golden_series()
+    assert "deepracer_evaluation_resets" in series, "golden file lacks the evaluation runs"
+    checked = 0
+    for q in dash.queries_for_model("drfc1"):
+        for metric, matchers in _SELECTOR.findall(q.expr):
+            if metric not in series:
+                continue
+            wanted = dict(_EQUALS.findall(matchers))
+            assert any(all(s.get(k) == v for k, v in wanted.items()) for s in series[metric]), (
+                q.panel_title,
+                q.ref_id,
+                metric,
+                wanted,
+            )
+            checked += 1
+        for label in _grouping(q.expr) - {"model"}:
+            for metric in dash.metric_names(q.expr) & set(series):
+                assert any(label in s for s in series[metric]), (q.panel_title, metric, label)
+    # Every training dashboard query has a `model="$model"` selector; only checkpoints lack data.
+    training = [q for q in QUERIES if q.dashboard_uid == dash.TRAINING_UID]
+    assert checked >= len([q for q in training if "checkpoint" not in q.expr])
