@@ -20,6 +20,7 @@ for 5m -> 2s) so the alert can go pending and fire within seconds.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -190,6 +191,16 @@ def stack(s3: Any, s3_endpoint: str, samples: Path) -> Iterator[Stack]:
             upload_round(s3, bucket, prefix, files, h if h.exists() else None)
         models.append(f"  - name: {name}\n    bucket: {bucket}\n    rounds: {prefixes}\n")
     upload_round(s3, bucket, "discovered/found", [drfc1(samples)], hyper(drfc1(samples)))
+    # `single` also gets what sits beside the training metrics, for the evaluation and model
+    # panels: the sample's evaluation runs and metadata, and a checkpoint index.
+    sample_dir = drfc1(samples).parent.parent
+    for path in sorted((sample_dir / "metrics").glob("EvaluationMetrics-*.json")):
+        s3.put_object(Bucket=bucket, Key=f"single/metrics/{path.name}", Body=path.read_bytes())
+    s3.put_object(Bucket=bucket, Key="single/model/model_metadata.json",
+                  Body=(sample_dir / "model/model_metadata.json").read_bytes())
+    s3.put_object(Bucket=bucket, Key="single/model/deepracer_checkpoints.json",
+                  Body=json.dumps({"last_checkpoint": {"name": "27_Step-20313.ckpt"},
+                                   "best_checkpoint": {"name": "25_Step-18764.ckpt"}}).encode())
 
     for name, rounds_ in static_simulations().items():
         prefixes = [f"{name}-{r}" for r in range(1, len(rounds_) + 1)]
@@ -412,6 +423,13 @@ def model_has(got: Samples, model: str) -> set[str]:
         has.add("evaluation")
     if pick(got, "deepracer_model_best_lap_seconds", model=model, phase="evaluation"):
         has.add("completed_lap+evaluation")
+    for flag, family in (("evaluation_runs", "deepracer_evaluation_runs"),
+                         ("evaluation_lap", "deepracer_model_best_evaluation_lap_seconds"),
+                         ("metadata", "deepracer_model_metadata_info"),
+                         ("hyperparameters", "deepracer_model_hyperparameter"),
+                         ("checkpoints", "deepracer_model_checkpoint")):
+        if pick(got, family, model=model):
+            has.add(flag)
     return has
 
 
@@ -426,7 +444,12 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     got = stack.metrics()
     # The sample model has everything every panel may require.
     assert model_has(got, "single") >= {"completed_lap", "evaluation",
-                                        "completed_lap+evaluation"}
+                                        "completed_lap+evaluation", "evaluation_runs",
+                                        "evaluation_lap", "metadata", "hyperparameters",
+                                        "checkpoints"}
+    single = model_has(got, "single")
+    assert all(satisfied(q, single) for q in dash.queries_for_model("single")), \
+        "the sample model must exercise every dashboard query"
     checked = 0
     empty = []
     for model in (*STATIC_MODELS, *LIVE_MODELS):
