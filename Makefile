@@ -7,7 +7,7 @@ demo:
 
 lint:
 	./scripts/setup.sh test
-	.venv/bin/ruff check exporter tests bench
+	.venv/bin/ruff check .
 	.venv/bin/mypy
 
 test: lint
