@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for the demo or the tests: Python venv in .venv and, for the
-# tests, Debian's prometheus/promtool and docker-compose. Safe to run again (does only what is missing).
+# tests, Debian's prometheus/promtool, amtool (prometheus-alertmanager) and docker-compose.
+# Safe to run again: it does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-test}"
@@ -9,6 +10,7 @@ if [ "$what" = test ]; then
   missing=()
   command -v prometheus >/dev/null || missing+=(prometheus)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -373,8 +373,7 @@ def test_alertmanager_config_has_a_webhook_example() -> None:
 
 def test_alertmanager_config_passes_amtool() -> None:
     amtool = shutil.which("amtool")
-    if amtool is None:
-        pytest.skip("amtool not installed (Debian package prometheus-alertmanager)")
+    assert amtool, "amtool not found: run ./scripts/setup.sh test (apt prometheus-alertmanager)"
     proc = subprocess.run([amtool, "check-config", str(REPO / "deploy" / "alertmanager.yml")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
