@@ -1,0 +1,102 @@
+"""The benchmark harness runs end to end (`bench/run.py --quick`) and its figures are sane.
+
+Timings are not asserted (they depend on the machine); what is asserted is what the exporter
+must do whatever the machine: no requests beyond one listing and one conditional GET per
+model on an unchanged refresh, nothing downloaded or re-parsed, every scrape answered.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    raw = out.with_suffix(".json")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick",
+                           "--out", str(out), "--json", str(raw)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out.read_text(encoding="utf-8"), json.loads(raw.read_text(encoding="utf-8"))
+
+
+def test_report_has_machine_command_and_every_table(quick: tuple[str, dict[str, Any]]) -> None:
+    text, raw = quick
+    assert "--quick" in raw["command"] and "bench/run.py" in raw["command"]
+    assert raw["command"] in text
+    for field in ("CPU", "cores", "memory", "Python", "numpy", "pandas"):
+        assert f"| {field} |" in text
+    assert raw["machine"]["CPU"] != "unknown"
+    for n in range(1, 6):
+        assert f"\n## {n}. " in text
+    assert text.count("|---|") >= 5
+
+
+def test_ingest_ratios_positive_and_same_rows_as_deepracer_utils(
+        quick: tuple[str, dict[str, Any]]) -> None:
+    sizes = quick[1]["ingest"]["sizes"]
+    assert sizes
+    for figures in sizes.values():
+        assert figures["ours_ms"] > 0 and figures["utils_ms"] > 0 and figures["ratio"] > 0
+        # Both sides summarised the same training iterations (quick sizes stay under the cap).
+        assert figures["training_rows_exported"] == figures["utils_summary_rows"]
+
+
+def test_unchanged_refresh_downloads_nothing(quick: tuple[str, dict[str, Any]]) -> None:
+    steady = quick[1]["steady"]
+    models, workers = steady["models"], steady["workers"]
+    cold, *unchanged = steady["refreshes"]
+    assert cold["ok_models"] == models and cold["downloaded"] == models * (workers + 1)
+    assert cold["downloaded_bytes"] > 0
+    assert unchanged
+    for r in unchanged:
+        assert r["ok_models"] == models
+        assert r["downloaded"] == 0 and r["downloaded_bytes"] == 0
+        assert r["not_modified"] == models and r["unchanged"] == models * workers
+        # The exporter's own counters say the same as its snapshot health.
+        assert r["exposed_delta"] == {"downloaded": 0, "not_modified": models,
+                                      "unchanged": models * workers}
+        # On the wire: one listing per model, then only conditional or absent-object GETs;
+        # worker files whose listed ETag is unchanged are never requested.
+        answers = r["answers"]
+        assert answers.get("ListObjectsV2 200") == models
+        assert answers.get("GetObject 304") == models  # ip/hyperparameters.json
+        assert set(answers) <= {"ListObjectsV2 200", "GetObject 304", "GetObject 404"}
+        assert sum(answers.values()) == r["http_requests"]
+        assert r["http_requests"] == unchanged[0]["http_requests"]
+    assert steady["downloaded_bytes"] == 0 and 2 <= steady["requests_per_model"] <= 4
+
+
+def test_scrapes_answered_with_series_and_gzip_smaller(quick: tuple[str, dict[str, Any]]) -> None:
+    scrape = quick[1]["scrape"]
+    assert scrape
+    by_models: dict[int, int] = {}
+    for run in scrape.values():
+        assert run["requests"] > 0 and run["errors"] == 0
+        assert 0 < run["p50_ms"] <= run["p99_ms"]
+        assert 0 < run["gzip_bytes"] < run["plain_bytes"]
+        assert run["bytes"] in (run["gzip_bytes"], run["plain_bytes"])
+        by_models[run["models"]] = run["iteration_series"]
+    # Per-iteration series grow with the number of models exported.
+    counts = sorted(by_models)
+    assert by_models[counts[-1]] > by_models[counts[0]] > 0
+
+
+def test_memory_and_incremental_figures_sane(quick: tuple[str, dict[str, Any]]) -> None:
+    raw = quick[1]
+    for mem in raw["memory"].values():
+        assert mem["records"] >= mem["episodes"]
+        assert 30 <= mem["columns_bytes_per_record"] <= 64
+        assert mem["rss_per_model"] > 0
+    for grow in raw["grow"].values():
+        assert grow["refresh"] > 0 and grow["tail_total"] > 0
+        assert grow["tail_matches_full_parse"] is True
