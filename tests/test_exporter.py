@@ -278,3 +278,31 @@ def test_empty_metrics_document_of_a_training_just_started(s3: Any, bucket: str,
     assert value(got, "deepracer_exporter_refresh_success", model="m") == 1
     assert not pick(got, "deepracer_model_iteration", model="m")
     assert sum(pick(got, "deepracer_model_episodes_total", model="m").values()) == 0
+
+
+def test_unchanged_models_are_not_rendered_again(s3: Any, bucket: str, s3_endpoint: str,
+                                                 samples: Path) -> None:
+    """The per-iteration text of a model is reused while its data is unchanged, and the
+    gzip body (concatenated members) decodes to exactly the plain body."""
+    import gzip
+
+    for prefix in ("a", "b"):
+        put(s3, bucket, f"{prefix}/metrics/TrainingMetrics.json", sample_bytes(samples))
+    config = config_from(s3_yaml(s3_endpoint) + f"models:\n  - bucket: {bucket}\n    prefix: a\n"
+                         f"  - bucket: {bucket}\n    prefix: b\n")
+    exporter = exporter_for(config)
+    first = refresh(exporter)
+    renderer = exporter.exposition.iterations
+    chunks_a, chunks_b = renderer._cache["a"], renderer._cache["b"]
+    doc = json.loads(sample_bytes(samples))
+    doc["metrics"] = doc["metrics"][:200]
+    put(s3, bucket, "b/metrics/TrainingMetrics.json", json.dumps(doc).encode())
+    second = refresh(exporter)
+    assert renderer._cache["a"] is chunks_a  # unchanged: not rendered again
+    assert renderer._cache["b"] is not chunks_b
+    assert per_iteration(second, "a") == per_iteration(first, "a")
+    assert per_iteration(second, "b") != per_iteration(first, "b")
+    rendered = exporter.exposition.rendered
+    assert gzip.decompress(rendered.gzipped) == rendered.plain
+    for name in {k[0] for k in per_iteration(second, "a")}:  # one HELP per family
+        assert rendered.plain.count(f"# HELP {name} ".encode()) == 1

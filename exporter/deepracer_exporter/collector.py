@@ -1,27 +1,20 @@
 """Snapshot -> metric families (client_python's custom collector protocol).
 
 Every `collect()` builds fresh families from the current snapshot, so a model or iteration that
-vanished from the data vanishes from /metrics too.
+vanished from the data vanishes from /metrics too. The per-iteration families, nearly all of the
+series, are rendered by `render.IterationRenderer` instead, which reuses unchanged models' text.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import __version__, extras
-from .derive import STATS
 from .parse import PHASES, STATUSES
 from .snapshot import Snapshot
-
-_ITER_LABELS = ["model", "phase", "round", "iteration"]
-
-
-def _finite(value: float) -> bool:
-    return not math.isnan(value) and not math.isinf(value)
 
 
 class SnapshotCollector(Collector):
@@ -39,7 +32,6 @@ class SnapshotCollector(Collector):
             return CounterMetricFamily(name, doc + cached, labels=labels)
 
         yield from self._model_state(snap, gauge, counter)
-        yield from self._iterations(snap, gauge)
         yield from self._extras(snap, gauge)
         yield from self._health(snap, gauge, counter)
 
@@ -113,53 +105,6 @@ class SnapshotCollector(Collector):
                                      lap.seconds)
         yield from (info, iteration, rnd, epi, workers, updated, finished, best, episodes,
                     roll_c, roll_r, plateau, skipped, best_laps)
-
-    @staticmethod
-    def _iterations(snap: Snapshot, gauge: Callable[..., GaugeMetricFamily]
-                    ) -> Iterator[GaugeMetricFamily]:
-        window = snap.rolling_window
-        stat_labels = [*_ITER_LABELS, "stat"]
-        reward = gauge("deepracer_iteration_reward", "Reward per episode.", stat_labels)
-        completion = gauge("deepracer_iteration_completion_ratio",
-                           "Track completion per episode, 0..1.", stat_labels)
-        episode_s = gauge("deepracer_iteration_episode_seconds",
-                          "Episode duration over all episodes (deepracer-utils 'time').",
-                          stat_labels)
-        lap_s = gauge("deepracer_iteration_lap_seconds", "Lap time of completed laps only.",
-                      stat_labels)
-        completed = gauge("deepracer_iteration_completed_ratio",
-                          "Share of episodes that completed the lap, 0..1.", _ITER_LABELS)
-        count = gauge("deepracer_iteration_episodes", "Episodes in the iteration.", _ITER_LABELS)
-        status = gauge("deepracer_iteration_status_episodes", "Episodes by outcome.",
-                       [*_ITER_LABELS, "status"])
-        roll_r = gauge("deepracer_iteration_rolling_reward",
-                       f"Rolling mean over {window} iterations of the reward statistic.",
-                       stat_labels)
-        roll_c = gauge("deepracer_iteration_rolling_completion_ratio",
-                       f"Rolling mean over {window} iterations of the completion statistic.",
-                       stat_labels)
-        for m in snap.models:
-            if m.derived is None:
-                continue
-            for it in m.derived.iterations:
-                base = [m.name, it.phase, str(it.round), str(it.iteration)]
-                for k, stat in enumerate(STATS):
-                    labels = [*base, stat]
-                    reward.add_metric(labels, it.reward[k])
-                    completion.add_metric(labels, it.completion[k])
-                    episode_s.add_metric(labels, it.episode_seconds[k])
-                    if it.lap_seconds is not None:
-                        lap_s.add_metric(labels, it.lap_seconds[k])
-                    if _finite(it.rolling_reward[k]):
-                        roll_r.add_metric(labels, it.rolling_reward[k])
-                    if _finite(it.rolling_completion[k]):
-                        roll_c.add_metric(labels, it.rolling_completion[k])
-                completed.add_metric(base, it.completed_ratio)
-                count.add_metric(base, it.episodes)
-                for name, n in it.status_episodes:
-                    status.add_metric([*base, name], n)
-        yield from (reward, completion, episode_s, lap_s, completed, count, status, roll_r,
-                    roll_c)
 
     @staticmethod
     def _extras(snap: Snapshot, gauge: Callable[..., GaugeMetricFamily]
