@@ -306,3 +306,49 @@ def test_unchanged_models_are_not_rendered_again(s3: Any, bucket: str, s3_endpoi
     assert gzip.decompress(rendered.gzipped) == rendered.plain
     for name in {k[0] for k in per_iteration(second, "a")}:  # one HELP per family
         assert rendered.plain.count(f"# HELP {name} ".encode()) == 1
+
+
+@pytest.mark.parametrize("source", ["s3", "directory"])
+def test_grown_file_is_read_by_its_tail(source: str, s3: Any, bucket: str, s3_endpoint: str,
+                                        tmp_path: Path) -> None:
+    """A document rewritten with more episodes is read with one ranged GET of the new records;
+    the result equals a full read, and anything that is not an append is read in full."""
+    from deepracer_exporter.simulate import TrainingSimulator
+
+    sim = TrainingSimulator(TrainingSpec(episodes_between_training=10, workers=1, seed=31))
+    key = "m/metrics/TrainingMetrics.json"
+
+    def write(body: bytes) -> None:
+        if source == "s3":
+            put(s3, bucket, key, body)
+        else:
+            (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / key).write_bytes(body)
+            time.sleep(0.01)  # a new mtime, as a real rewrite has
+
+    def config_text() -> str:
+        if source == "s3":
+            return one_model(s3_endpoint, bucket)
+        return f"models:\n  - name: m\n    directory: {tmp_path}\n    prefix: m\n"
+
+    sim.advance(120)
+    write(sim.document(0))
+    exporter = exporter_for(config_from(config_text()))
+    refresh(exporter)
+    for n, grow in enumerate((1, 7, 33), start=1):
+        sim.advance(grow)
+        write(sim.document(0))
+        got = refresh(exporter)
+        assert value(got, "deepracer_exporter_object_requests_total", result="tail") == n
+        assert value(got, "deepracer_exporter_object_requests_total", result="downloaded") == 1
+        full = refresh(exporter_for(config_from(config_text())))
+        assert per_iteration(got, "m") == per_iteration(full, "m")
+    # Not an append (a restarted training, longer than before): read in full.
+    restarted = TrainingSimulator(TrainingSpec(episodes_between_training=10, seed=32))
+    restarted.advance(200)
+    write(restarted.document(0))
+    got = refresh(exporter)
+    assert value(got, "deepracer_exporter_object_requests_total", result="tail") == 3
+    assert value(got, "deepracer_exporter_object_requests_total", result="downloaded") == 2
+    assert per_iteration(got, "m") == per_iteration(
+        refresh(exporter_for(config_from(config_text()))), "m")

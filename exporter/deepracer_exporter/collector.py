@@ -202,7 +202,8 @@ class SnapshotCollector(Collector):
                          ["model", "reason"])
         requests = counter("deepracer_exporter_object_requests",
                            "Metrics objects checked: downloaded, not_modified (conditional "
-                           "GET answered 304) or unchanged (listing ETag unchanged, no GET).",
+                           "GET answered 304), unchanged (listing ETag unchanged, no GET) or "
+                           "tail (grown object, only its new records read).",
                            ["model", "result"])
         downloaded = counter("deepracer_exporter_downloaded_bytes",
                              "Bytes of object bodies downloaded.", ["model"])
@@ -222,6 +223,7 @@ class SnapshotCollector(Collector):
             requests.add_metric([m.name, "downloaded"], h.downloaded)
             requests.add_metric([m.name, "not_modified"], h.not_modified)
             requests.add_metric([m.name, "unchanged"], h.unchanged)
+            requests.add_metric([m.name, "tail"], h.tail)
             downloaded.add_metric([m.name], h.downloaded_bytes)
         models.add_metric([], len(snap.models))
         for source, ok in snap.discovery:

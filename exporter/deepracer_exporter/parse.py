@@ -66,8 +66,8 @@ def empty_columns(skipped: int = 0) -> Columns:
                    np.zeros(0, np.int8), np.zeros(0), np.zeros(0), np.zeros(0), skipped)
 
 
-def decode_document(body: bytes) -> list[Any]:
-    """Decode a TrainingMetrics document and return its `metrics` list."""
+def load_document(body: bytes) -> dict[str, Any]:
+    """Decode a metrics document, checking it is `{"metrics": [...], ...}`."""
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -75,7 +75,12 @@ def decode_document(body: bytes) -> list[Any]:
         raise MetricsFileError("malformed", f"not valid JSON{hint}: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), list):
         raise MetricsFileError("malformed", 'expected a JSON object {"metrics": [...]}')
-    records: list[Any] = doc["metrics"]
+    return doc
+
+
+def decode_document(body: bytes) -> list[Any]:
+    """Decode a TrainingMetrics document and return its `metrics` list."""
+    records: list[Any] = load_document(body)["metrics"]
     return records
 
 

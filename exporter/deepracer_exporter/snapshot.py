@@ -17,6 +17,7 @@ class Health:
     downloaded: int
     not_modified: int
     unchanged: int
+    tail: int  # grown objects read by their new tail only (ranged GET)
     downloaded_bytes: int
     last_error: str | None = None
 

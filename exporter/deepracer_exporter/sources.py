@@ -64,6 +64,8 @@ class ObjectStore(Protocol):
 
     def get(self, key: str, etag: str | None, max_bytes: int) -> Fetched: ...
 
+    def get_range(self, key: str, start: int, etag: str) -> Fetched | None: ...
+
 
 def _client_error(exc: ClientError, what: str) -> SourceError:
     err = exc.response.get("Error", {})
@@ -170,6 +172,31 @@ class S3Store:
                        len(data))
 
 
+    def get_range(self, key: str, start: int, etag: str) -> Fetched | None:
+        """Bytes from `start` to the end, only of the version with `etag` (None otherwise)."""
+        try:
+            resp = self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-",
+                                           IfMatch=etag)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (412, 416):  # replaced since it was listed, or shorter than `start`
+                return None
+            raise translate(exc, f"reading {self.describe(key)}") from None
+        except Exception as exc:
+            raise translate(exc, f"reading {self.describe(key)}") from None
+        body = resp["Body"]
+        try:
+            data = body.read()
+        except Exception as exc:
+            raise translate(exc, f"reading {self.describe(key)}") from None
+        finally:
+            body.close()
+        if resp.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
+            return None  # the endpoint ignored the range
+        return Fetched(data, str(resp.get("ETag", "")), resp["LastModified"].timestamp(),
+                       len(data))
+
+
 class DirectoryStore:
     """A local directory laid out like a bucket (exported logs, offline use).
 
@@ -227,4 +254,18 @@ class DirectoryStore:
             raise translate(exc, f"reading {path}") from None
         if len(data) > max_bytes:
             raise SourceError("too_large", f"{path}: over the max_object_bytes limit")
+        return Fetched(data, tag, st.st_mtime, len(data))
+
+    def get_range(self, key: str, start: int, etag: str) -> Fetched | None:
+        path = self.root / key
+        try:
+            with path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                tag = f"{st.st_mtime_ns}-{st.st_size}"
+                if tag != etag or start > st.st_size:
+                    return None
+                fh.seek(start)
+                data = fh.read()
+        except OSError as exc:
+            raise translate(exc, f"reading {path}") from None
         return Fetched(data, tag, st.st_mtime, len(data))

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import extras
+from . import append, extras
+from .append import Mark
 from .config import ModelConfig
 from .derive import Derived, RoundInput, derive
-from .parse import Columns, MetricsFileError, parse_document
+from .parse import Columns, MetricsFileError, parse_records
 from .snapshot import Health, ModelExtras, ModelSnapshot
-from .sources import REASONS, ObjectStore, SourceError
+from .sources import REASONS, ObjectInfo, ObjectStore, SourceError
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -39,6 +40,7 @@ class _Cached:
     etag: str
     last_modified: float
     columns: Columns
+    mark: Mark | None  # where new records would go, for reading only the tail next time
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class ModelWatcher:
         self._downloaded = 0
         self._not_modified = 0
         self._unchanged = 0
+        self._tail = 0
         self._bytes = 0
         self._logged: tuple[str, float] | None = None
 
@@ -142,6 +145,7 @@ class ModelWatcher:
                 downloaded=self._downloaded,
                 not_modified=self._not_modified,
                 unchanged=self._unchanged,
+                tail=self._tail,
                 downloaded_bytes=self._bytes,
                 last_error=error,
             ),
@@ -177,7 +181,7 @@ class ModelWatcher:
                 if cached is not None and cached.etag == obj.etag:
                     self._unchanged += 1
                 else:
-                    cached = self._fetch(key, cached)
+                    cached = self._fetch(obj, cached)
                     changed = True
                 fresh[key] = cached
                 newest = max(newest, obj.last_modified)
@@ -271,7 +275,16 @@ class ModelWatcher:
         self._side[key] = entry
         return entry, True
 
-    def _fetch(self, key: str, cached: _Cached | None) -> _Cached:
+    def _fetch(self, obj: ObjectInfo, cached: _Cached | None) -> _Cached:
+        key = obj.key
+        if obj.size > self._settings.max_object_bytes:
+            raise SourceError("too_large", f"{self._store.describe(key)}: {obj.size} bytes is "
+                              f"over the max_object_bytes limit of "
+                              f"{self._settings.max_object_bytes}")
+        if cached is not None and cached.mark is not None and obj.size > cached.mark.size:
+            grown = self._fetch_tail(obj, cached, cached.mark)
+            if grown is not None:
+                return grown
         got = self._store.get(key, cached.etag if cached else None,
                               self._settings.max_object_bytes)
         if got.body is None and cached is not None:
@@ -281,12 +294,27 @@ class ModelWatcher:
         body = got.body or b""
         self._bytes += len(body)
         try:
-            columns = parse_document(body)
+            records, mark = append.decode(body)
         except MetricsFileError as exc:
             raise MetricsFileError(exc.reason, f"{self._store.describe(key)}: {exc}") from None
+        columns = parse_records(records)
         if (cached is not None and len(columns) and len(cached.columns)
                 and int(columns.episode.max()) < int(cached.columns.episode.max())):
             log.info("model %s: %s went back to episode %d (training restarted on this "
                      "prefix); starting over from the new data", self.model.name,
                      self._store.describe(key), int(columns.episode.max()))
-        return _Cached(got.etag, got.last_modified, columns)
+        return _Cached(got.etag, got.last_modified, columns, mark)
+
+    def _fetch_tail(self, obj: ObjectInfo, cached: _Cached, mark: append.Mark) -> _Cached | None:
+        """Read only what was appended since the last read; None when a full read is needed."""
+        got = self._store.get_range(obj.key, mark.range_start, obj.etag)
+        if got is None or got.body is None:
+            return None
+        self._bytes += len(got.body)
+        found = append.appended(got.body, mark)
+        if found is None:
+            return None
+        self._tail += 1
+        records, new_mark = found
+        return _Cached(got.etag, got.last_modified, append.concat(cached.columns, records),
+                       new_mark)
