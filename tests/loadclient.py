@@ -23,6 +23,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 SUCCESS_TS = "deepracer_exporter_last_refresh_success_timestamp_seconds"
+SNAPSHOT_TS = "deepracer_exporter_snapshot_timestamp_seconds"
+SNAPSHOT = "(snapshot)"  # key of the snapshot's build time among the per-model stamps
 
 
 def check(body: str) -> tuple[list[str], dict[str, float]]:
@@ -46,6 +48,8 @@ def check(body: str) -> tuple[list[str], dict[str, float]]:
                 totals[(lab["model"], lab["phase"])] += s.value
             elif s.name == SUCCESS_TS:
                 stamps[lab["model"]] = s.value
+            elif s.name == SNAPSHOT_TS:
+                stamps[SNAPSHOT] = s.value
             elif s.name == "deepracer_model_info":
                 models.add(lab["model"])
             elif s.name == "deepracer_exporter_refresh_success" and s.value != 1:
@@ -56,20 +60,24 @@ def check(body: str) -> tuple[list[str], dict[str, float]]:
         if per_iteration.get(key, 0.0) != totals.get(key, 0.0):
             problems.append(f"{key}: per-iteration episodes {per_iteration.get(key)} != "
                             f"episodes_total {totals.get(key)}")
-    if set(stamps) != models:
+    if SNAPSHOT not in stamps:
+        problems.append("no snapshot timestamp")
+    if set(stamps) - {SNAPSHOT} != models:
         problems.append(f"models without a success timestamp: {sorted(models - set(stamps))}")
     return problems, stamps
 
 
 def torn(snapshots: list[dict[str, float]]) -> list[str]:
-    """Bodies that mix refreshes: each model's last-success time identifies one refresh, so
-    two bodies that agree on one model's time must agree on every model's."""
+    """Bodies that mix snapshots: two bodies served from the snapshot built at one time must
+    agree on every model's refresh. (A model still refreshing when a cycle ends keeps its
+    previous data in the next snapshot, so models' times need not move together.)"""
     out = []
-    for model in sorted({m for snap in snapshots for m in snap}):
-        seen: dict[float, dict[str, float]] = {}
-        for snap in snapshots:
-            if model in snap and seen.setdefault(snap[model], snap) != snap:
-                out.append(f"{model}={snap[model]}: {seen[snap[model]]} vs {snap}")
+    seen: dict[float, dict[str, float]] = {}
+    for snap in snapshots:
+        if SNAPSHOT not in snap:
+            out.append(f"no snapshot timestamp: {snap}")
+        elif seen.setdefault(snap[SNAPSHOT], snap) != snap:
+            out.append(f"snapshot {snap[SNAPSHOT]}: {seen[snap[SNAPSHOT]]} vs {snap}")
     return out
 
 

@@ -159,8 +159,10 @@ def run_load(setup: tuple[Writer, ExporterProcess], seconds: float, threads: int
     report.update(rss_start_kib=rss[0][1], rss_warm_kib=warm, rss_end_kib=rss[-1][1],
                   rss_max_kib=max(k for _, k in rss), writes=writer.writes,
                   restarts=writer.restarts,
-                  overrun_warnings=sum("refresh took" in line for line in exporter.lines),
-                  exporter_log=[line for line in exporter.lines if "refresh took" not in line
+                  overrun_warnings=sum("longer than refresh_interval" in line
+                                       for line in exporter.lines),
+                  exporter_log=[line for line in exporter.lines
+                                if "longer than refresh_interval" not in line
                                 and ("WARNING" in line or "ERROR" in line
                                      or "Traceback" in line)])
     return report

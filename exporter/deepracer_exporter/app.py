@@ -33,7 +33,7 @@ def make_s3_client(s3: S3Settings) -> Any:
     config = BotoConfig(
         connect_timeout=s3.connect_timeout,
         read_timeout=s3.read_timeout,
-        retries={"max_attempts": s3.max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": s3.max_attempts, "mode": "standard"},
         s3={"addressing_style": "path"} if s3.endpoint_url else None,
         max_pool_connections=32,
     )

@@ -208,6 +208,8 @@ class SnapshotCollector(Collector):
         downloaded = counter("deepracer_exporter_downloaded_bytes",
                              "Bytes of object bodies downloaded.", ["model"])
         models = gauge("deepracer_exporter_models", "Models watched.", [])
+        built = gauge("deepracer_exporter_snapshot_timestamp_seconds",
+                      "Unix time the served snapshot was built (one per refresh cycle).", [])
         discovery = gauge("deepracer_exporter_discovery_success",
                           "1 if the last listing of a discover entry succeeded.", ["source"])
         build = gauge("deepracer_exporter_build_info", "Exporter version (always 1).",
@@ -226,9 +228,10 @@ class SnapshotCollector(Collector):
             requests.add_metric([m.name, "tail"], h.tail)
             downloaded.add_metric([m.name], h.downloaded_bytes)
         models.add_metric([], len(snap.models))
+        built.add_metric([], snap.created)
         for source, ok in snap.discovery:
             discovery.add_metric([source], 1 if ok else 0)
         build.add_metric([__version__], 1)
-        yield from (success, duration, last_ok, errors, requests, downloaded, models, discovery,
-                    build)
+        yield from (success, duration, last_ok, errors, requests, downloaded, models, built,
+                    discovery, build)
 

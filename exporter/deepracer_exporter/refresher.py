@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from .config import Config, DiscoverConfig, ModelConfig, ShardConfig
 from .extras import select_training_keys
-from .snapshot import Snapshot
+from .snapshot import ModelSnapshot, Snapshot
 from .sources import ObjectStore, SourceError
+from .throttle import LogLimiter
 from .watch import DeriveSettings, ModelWatcher
 
 log = logging.getLogger("deepracer_exporter")
@@ -68,6 +69,9 @@ class Refresher:
         self._watchers: dict[str, ModelWatcher] = {}
         self._discovered: set[tuple[str | None, str | None, str]] = set()
         self._pool: ThreadPoolExecutor | None = None
+        self._inflight: dict[str, tuple[ModelWatcher, Future[ModelSnapshot]]] = {}
+        self._published: dict[str, ModelSnapshot] = {}
+        self._log = LogLimiter(clock=time.monotonic)
         self.config = config
         self.snapshot = Snapshot((), (), config.refresh_interval, config.rolling_window, clock())
 
@@ -91,9 +95,12 @@ class Refresher:
                 found = discover_models(entry, self._make_store(entry),
                                         configured | self._discovered)
                 discovery.append((entry.source_label, True))
+                if self._log.recovered(("discovery", entry.source_label)):
+                    log.info("discovery of %s recovered", entry.source_label)
             except SourceError as exc:
-                log.warning("discovery of %s failed (%s: %s); keeping models found before",
-                            entry.source_label, exc.reason, exc)
+                if self._log.failed(("discovery", entry.source_label), exc.reason):
+                    log.warning("discovery of %s failed (%s: %s); keeping models found before",
+                                entry.source_label, exc.reason, exc)
                 discovery.append((entry.source_label, False))
                 found = [w.model for w in self._watchers.values()
                          if (w.model.bucket, w.model.directory) == (entry.bucket, entry.directory)
@@ -110,7 +117,13 @@ class Refresher:
                 models.append(m)
         return [m for m in models if owned(m, config.shard)], discovery
 
-    def refresh_once(self) -> Snapshot:
+    def refresh_once(self, timeout: float | None = None) -> Snapshot:
+        """Refresh every model in parallel and publish a new snapshot.
+
+        Waits at most `timeout` (default: refresh_interval) for the models; one still running
+        then (a slow endpoint, its timeouts) keeps its previous data in this snapshot and goes
+        on in the background, so it never holds back the others' new data.
+        """
         models, discovery = self._wanted()
         settings = self._settings()
         watchers: dict[str, ModelWatcher] = {}
@@ -123,8 +136,27 @@ class Refresher:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.config.refresh_workers,
                                             thread_name_prefix="refresh")
-        results = list(self._pool.map(lambda w: w.refresh(), watchers.values()))
-        snap = Snapshot(tuple(results), tuple(discovery), self.config.refresh_interval,
+        for name, w in watchers.items():
+            running = self._inflight.get(name)
+            if running is None or running[0] is not w:
+                self._inflight[name] = (w, self._pool.submit(w.refresh))
+        wait([f for _, f in self._inflight.values()],
+             timeout=self.config.refresh_interval if timeout is None else timeout)
+        for name, (w, future) in list(self._inflight.items()):
+            if future.done():
+                del self._inflight[name]
+                if watchers.get(name) is w:
+                    self._published[name] = future.result()
+        self._published = {n: m for n, m in self._published.items() if n in watchers}
+        slow = sorted(n for n in self._inflight if n in watchers)
+        if slow and self._log.failed(("slow",), "slow"):
+            log.warning("refresh of %d model(s) (%s) takes longer than refresh_interval %gs; "
+                        "their previous data is served until they finish (logged again in 10 "
+                        "minutes if it goes on)", len(slow), ", ".join(slow[:5]),
+                        self.config.refresh_interval)
+        snap = Snapshot(tuple(self._published.get(n) or w.placeholder()
+                              for n, w in watchers.items()),
+                        tuple(discovery), self.config.refresh_interval,
                         self.config.rolling_window, self._clock())
         self.snapshot = snap
         if self._on_snapshot is not None:
@@ -140,10 +172,11 @@ class Refresher:
             except Exception:  # a bug must not kill the loop that keeps the data fresh
                 log.exception("refresh cycle failed unexpectedly; retrying next interval")
             elapsed = time.monotonic() - started
-            if elapsed > self.config.refresh_interval:
-                log.warning("refresh took %.1fs, longer than refresh_interval %.1fs", elapsed,
-                            self.config.refresh_interval)
-            stop.wait(max(0.0, self.config.refresh_interval - elapsed))
+            interval = self.config.refresh_interval
+            if elapsed > interval and self._log.failed(("overrun",), "overrun"):
+                log.warning("refresh took %.1fs, longer than refresh_interval %gs (logged again "
+                            "in 10 minutes if it goes on)", elapsed, interval)
+            stop.wait(max(0.0, interval - elapsed))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -19,10 +19,10 @@ from .derive import Derived, RoundInput, derive
 from .parse import Columns, MetricsFileError, parse_records
 from .snapshot import Health, ModelExtras, ModelSnapshot
 from .sources import REASONS, ObjectInfo, ObjectStore, SourceError
+from .throttle import LogLimiter
 
 log = logging.getLogger("deepracer_exporter")
 
-_LOG_REPEAT_SECONDS = 600.0
 _SIDE_MAX_BYTES = 1024 * 1024
 
 
@@ -104,7 +104,7 @@ class ModelWatcher:
         self._unchanged = 0
         self._tail = 0
         self._bytes = 0
-        self._logged: tuple[str, float] | None = None
+        self._log = LogLimiter(clock=monotonic)
 
     @property
     def source(self) -> str:
@@ -116,19 +116,25 @@ class ModelWatcher:
         try:
             self._refresh()
             self._last_success = self._clock()
-            if self._logged is not None:
+            if self._log.recovered("refresh"):
                 log.info("model %s: refresh recovered", self.model.name)
-                self._logged = None
         except (SourceError, MetricsFileError) as exc:
             self._errors[exc.reason] += 1
             error = f"{exc.reason}: {exc}"
-            self._log_failure(error)
+            self._log_failure(exc.reason, error)
         except Exception as exc:  # a bug on one model's data must not stop the others
             self._errors["other"] += 1
             error = f"other: {type(exc).__name__}: {exc}"
-            if self._logged is None or self._logged[0] != error:
-                log.exception("model %s: unexpected refresh failure", self.model.name)
-            self._log_failure(error)
+            if self._log.failed("refresh", "other"):
+                log.exception("model %s: unexpected refresh failure (keeping last good data)",
+                              self.model.name)
+        return self._snapshot(error, self._monotonic() - started)
+
+    def placeholder(self) -> ModelSnapshot:
+        """What is served for a model whose first refresh has not finished yet."""
+        return self._snapshot("pending: first refresh still running", 0.0)
+
+    def _snapshot(self, error: str | None, duration: float) -> ModelSnapshot:
         return ModelSnapshot(
             name=self.model.name,
             bucket=self.model.bucket or self.model.directory or "",
@@ -139,7 +145,7 @@ class ModelWatcher:
             extras=self._extras,
             health=Health(
                 success=error is None,
-                duration_seconds=self._monotonic() - started,
+                duration_seconds=duration,
                 last_success=self._last_success,
                 errors=tuple(self._errors.items()),
                 downloaded=self._downloaded,
@@ -151,14 +157,12 @@ class ModelWatcher:
             ),
         )
 
-    def _log_failure(self, error: str) -> None:
-        now = self._monotonic()
-        if (self._logged is None or self._logged[0] != error
-                or now - self._logged[1] >= _LOG_REPEAT_SECONDS):
+    def _log_failure(self, reason: str, error: str) -> None:
+        """One line per outage: a reason is logged again only after 10 minutes."""
+        if self._log.failed("refresh", reason):
             kept = "keeping last good data" if self._derived is not None else "no data yet"
             log.warning("model %s: refresh failed (%s); %s, retrying every refresh",
                         self.model.name, error, kept)
-            self._logged = (error, now)
 
     def _refresh(self) -> None:
         changed = self._derived is None
@@ -249,7 +253,9 @@ class ModelWatcher:
         """A side object (evaluation run, metadata, checkpoints) that cannot be read is counted
         and logged, but does not fail the model: its training numbers are still good."""
         self._errors[exc.reason] += 1
-        self._log_failure(f"{exc.reason}: {self._store.describe(key)}: {exc}")
+        if self._log.failed(("side", key), exc.reason):
+            log.warning("model %s: %s: %s: %s; its last good value is kept", self.model.name,
+                        exc.reason, self._store.describe(key), exc)
 
     def _read_side(self, key: str, parse: Callable[[bytes], Any]) -> tuple[_Side, bool]:
         """Conditional GET of a small object; absent -> value None. Returns (entry, changed)."""
