@@ -21,7 +21,8 @@ GOLDEN = Path(__file__).parent / "golden" / "drfc1.prom"
 # Families whose values depend on when the test runs, not on the data.
 VOLATILE = ("deepracer_model_last_update_timestamp_seconds",
             "deepracer_exporter_last_refresh_success_timestamp_seconds",
-            "deepracer_exporter_refresh_duration_seconds")
+            "deepracer_exporter_refresh_duration_seconds",
+            "deepracer_exporter_snapshot_timestamp_seconds")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

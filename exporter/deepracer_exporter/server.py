@@ -7,6 +7,7 @@ of ready bytes (plain or gzip), whatever the number of concurrent scrapers.
 from __future__ import annotations
 
 import gzip
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,6 +112,11 @@ class MetricsServer(ThreadingHTTPServer):
         self.auth = BasicAuth.from_config(web) if web is not None else None
         self.headers: dict[str, str] = dict(web.headers) if web is not None else {}
         super().__init__((host, port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper that hangs up mid-request is not an error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.ssl_ctx is None:
