@@ -2,7 +2,7 @@
 
 `python bench/children.py moto` serves S3 (moto) on 127.0.0.1 and prints its port;
 `python bench/children.py scrape PORT ...` hammers /metrics from N keep-alive threads;
-`python bench/children.py memory EPISODES MODELS` reports RSS held by refreshed ModelWatchers.
+`python bench/children.py memory EPISODES MODELS` reports RSS held per model (watchers, rendering).
 Each prints one line of JSON (or the port) on stdout.
 """
 
@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def serve_moto() -> None:
@@ -106,10 +107,15 @@ def _settle() -> int:
 
 
 def memory(episodes: int, models: int) -> None:
-    """RSS held per model by refreshed ModelWatchers (Columns + Derived + bookkeeping)."""
+    """RSS held per model: by refreshed ModelWatchers (Columns + Derived + bookkeeping), then
+    by the exposition (each model's rendered lines and gzip members, and the joined body)."""
+    from prometheus_client import CollectorRegistry
+
     from deepracer_exporter import parse
     from deepracer_exporter.config import ModelConfig
+    from deepracer_exporter.server import Exposition
     from deepracer_exporter.simulate import TrainingSpec, generate_documents, key_for
+    from deepracer_exporter.snapshot import Snapshot
     from deepracer_exporter.sources import DirectoryStore
     from deepracer_exporter.watch import DeriveSettings, ModelWatcher
 
@@ -122,24 +128,36 @@ def memory(episodes: int, models: int) -> None:
         del docs
         store = DirectoryStore(root)
         settings = DeriveSettings()
-        # One warm-up watcher: imports, numpy caches and pymalloc arenas are not per-model cost.
+
+        def snapshot(snaps: list[Any]) -> Snapshot:
+            return Snapshot(tuple(snaps), (), 15.0, settings.rolling_window, time.time())
+
+        # One warm-up model, refreshed and rendered: imports, numpy caches, pymalloc arenas and
+        # the exposition's fixed part are not per-model cost.
         warm = ModelWatcher(ModelConfig("warm", ("model",), directory=root), store, settings)
-        warm.refresh()
+        snaps = [warm.refresh()]
+        exposition = Exposition(CollectorRegistry())
+        exposition.update(snapshot(snaps))
         before = _settle()
         watchers = []
         for i in range(models):
             w = ModelWatcher(ModelConfig(f"m{i}", ("model",), directory=root), store, settings)
-            w.refresh()
+            snaps.append(w.refresh())
             watchers.append(w)
-        after = _settle()
+        held = _settle()
+        exposition.update(snapshot(snaps))
+        rendered = _settle()
         cols = parse.parse_document(path.read_bytes())  # what each watcher keeps per worker
-        derived = watchers[0].refresh().derived
+        derived = snaps[-1].derived
         assert derived is not None
         print(json.dumps({
             "episodes": episodes,
             "records": len(cols),
             "models": models,
-            "rss_per_model": (after - before) / models,
+            "rss_per_model": (held - before) / models,
+            "rendered_rss_per_model": (rendered - held) / models,
+            "rendered_plain_per_model": len(exposition.rendered.plain) / (models + 1),
+            "rendered_gzip_per_model": len(exposition.rendered.gzipped) / (models + 1),
             "columns_bytes": cols.nbytes,
             "columns_bytes_per_record": cols.nbytes / max(len(cols), 1),
             "iterations_kept": len(derived.iterations),

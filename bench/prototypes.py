@@ -1,15 +1,14 @@
 """Candidate speed-ups, measured beside the exporter's own code; none of it is used by the exporter.
 
-- `decoders()`: faster JSON decoders for `parse.decode_document` when they are installed
-  (orjson: drop-in `loads`; msgspec: decodes straight into typed structs, no dicts).
-- `TailReader`: refresh a grown file by fetching only its new tail (S3 Range GET), checked
-  against the last bytes seen, instead of downloading and re-parsing the whole file.
+`decoders()`: faster JSON decoders for `parse.decode_document` when they are installed
+(orjson: drop-in `loads`; msgspec: decodes straight into typed structs, no dicts).
+The tail-read prototype that used to live here is now the exporter's own path
+(`deepracer_exporter.append`), measured as such in part 5.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,57 +66,3 @@ def decoders() -> dict[str, Callable[[bytes], Columns]]:
 
         out["msgspec"] = with_msgspec
     return out
-
-
-def concat(a: Columns, b: Columns) -> Columns:
-    return Columns(*(np.concatenate((getattr(a, f), getattr(b, f))) for f in (
-        "episode", "trial", "phase", "status", "reward", "completion", "elapsed_ms")),
-        skipped=a.skipped + b.skipped)
-
-
-OVERLAP = 4096
-
-
-@dataclass
-class TailState:
-    end: int  # offset just past the last record's closing brace
-    overlap: bytes  # the OVERLAP bytes before `end`, to check the file only grew
-    columns: Columns
-
-
-def _records_end(body: bytes) -> int:
-    """Offset just past the last record: the `]` closing `metrics` is the last `]` in DRfC files."""
-    close = body.rfind(b"]")
-    if close < 0:
-        raise ValueError("no closing bracket")
-    return body.rfind(b"}", 0, close) + 1
-
-
-def full_state(body: bytes) -> TailState:
-    cols = parse.parse_document(body)
-    end = _records_end(body)
-    return TailState(end, body[max(0, end - OVERLAP):end], cols)
-
-
-def grow(state: TailState, chunk: bytes, chunk_start: int) -> TailState | None:
-    """New state from the file's bytes from `chunk_start` on, or None: fall back to a full GET.
-
-    `chunk` must begin with the stored overlap (same bytes where the old records ended);
-    what follows is `, {record}, ...], "version": ...}`.
-    """
-    k = state.end - chunk_start
-    if k != len(state.overlap) or chunk[:k] != state.overlap:
-        return None
-    rest = chunk[k:]
-    close = rest.rfind(b"]")
-    if close < 0:
-        return None
-    body = rest[:close].lstrip()
-    if not body:
-        return state
-    if not body.startswith(b","):
-        return None
-    cols = parse.parse_document(b'{"metrics": [' + body[1:] + b"]}")
-    end = chunk_start + k + rest.rfind(b"}", 0, close) + 1
-    new_overlap = chunk[: end - chunk_start][-OVERLAP:]
-    return TailState(end, new_overlap, concat(state.columns, cols))

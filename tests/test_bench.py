@@ -1,8 +1,9 @@
 """The benchmark harness runs end to end (`bench/run.py --quick`) and its figures are sane.
 
 Timings are not asserted (they depend on the machine); what is asserted is what the exporter
-must do whatever the machine: no requests beyond one listing and one conditional GET per
-model on an unchanged refresh, nothing downloaded or re-parsed, every scrape answered.
+must do whatever the machine: on an unchanged refresh one listing and one conditional GET per
+model (plus 404s for absent side objects), nothing downloaded or re-parsed, the same exposition
+whether rendered from cache or not; a grown file read by its tail; every scrape answered.
 """
 
 from __future__ import annotations
@@ -76,27 +77,59 @@ def test_unchanged_refresh_downloads_nothing(quick: tuple[str, dict[str, Any]]) 
     assert steady["downloaded_bytes"] == 0 and 2 <= steady["requests_per_model"] <= 4
 
 
+def test_unchanged_refresh_renders_the_same_exposition(
+        quick: tuple[str, dict[str, Any]]) -> None:
+    raw = quick[1]
+    for render in [raw["steady"]["render"], *raw["scrape"]["render"].values()]:
+        # Reusing the cached lines gives byte for byte what rendering everything again gives.
+        assert render["warm_equals_cold"] is True
+        assert render["cold_ms"] > 0 and render["warm_ms"] > 0 and render["one_changed_ms"] > 0
+    assert raw["steady"]["cpu_ms"] > 0
+    assert raw["steady"]["cpu_ms_per_model"] * raw["steady"]["models"] == raw["steady"]["cpu_ms"]
+
+
 def test_scrapes_answered_with_series_and_gzip_smaller(quick: tuple[str, dict[str, Any]]) -> None:
     scrape = quick[1]["scrape"]
-    assert scrape
-    by_models: dict[int, int] = {}
-    for run in scrape.values():
+    assert scrape["nodelay"] is True  # TCP_NODELAY on /metrics responses is the default
+    assert scrape["runs"] and scrape["render"]
+    for run in scrape["runs"].values():
         assert run["requests"] > 0 and run["errors"] == 0
         assert 0 < run["p50_ms"] <= run["p99_ms"]
-        assert 0 < run["gzip_bytes"] < run["plain_bytes"]
-        assert run["bytes"] in (run["gzip_bytes"], run["plain_bytes"])
-        by_models[run["models"]] = run["iteration_series"]
+        assert run["bytes"] == run["expected_bytes"]
+    assert {r["encoding"] for r in scrape["runs"].values()} == {"gzip", "plain"}
+    by_models: dict[int, int] = {}
+    for render in scrape["render"].values():
+        assert 0 < render["gzip_bytes"] < render["plain_bytes"]
+        by_models[render["models"]] = render["iteration_series"]
     # Per-iteration series grow with the number of models exported.
     counts = sorted(by_models)
     assert by_models[counts[-1]] > by_models[counts[0]] > 0
 
 
-def test_memory_and_incremental_figures_sane(quick: tuple[str, dict[str, Any]]) -> None:
-    raw = quick[1]
-    for mem in raw["memory"].values():
+def test_memory_figures_sane(quick: tuple[str, dict[str, Any]]) -> None:
+    for mem in quick[1]["memory"].values():
         assert mem["records"] >= mem["episodes"]
         assert 30 <= mem["columns_bytes_per_record"] <= 64
         assert mem["rss_per_model"] > 0
-    for grow in raw["grow"].values():
-        assert grow["refresh"] > 0 and grow["tail_total"] > 0
-        assert grow["tail_matches_full_parse"] is True
+        assert 0 < mem["rendered_gzip_per_model"] < mem["rendered_plain_per_model"]
+        assert mem["total_rss_per_model"] > mem["rss_per_model"]
+
+
+def test_grown_file_refreshed_by_its_tail(quick: tuple[str, dict[str, Any]]) -> None:
+    grow = quick[1]["grow"]
+    assert grow
+    for figures in grow.values():
+        reps = len(figures["tail_per_refresh"])
+        assert reps > 0
+        # Every refresh after one new episode was a tail read, counted on /metrics too, and
+        # nothing was downloaded in full.
+        assert figures["tail_per_refresh"] == [1] * reps
+        assert figures["exposed_tail_per_refresh"] == [1] * reps
+        assert figures["downloaded_per_refresh"] == [0] * reps
+        assert 0 < figures["tail_bytes"] < figures["bytes"]
+        # The comparison really is a full read: downloaded (metrics + hyperparameters), no tail.
+        assert figures["full_read_tail"] == [0] * reps
+        assert all(n >= 2 for n in figures["full_read_downloaded"])
+        assert figures["tail_equals_full_read"] is True
+        for k in ("refresh", "exporter", "render", "full", "utils", "derive"):
+            assert figures[k] > 0
