@@ -100,8 +100,9 @@ class IterationRenderer:
         self._cache[model] = chunks
         return chunks
 
-    def render(self, snapshot: Snapshot) -> tuple[bytes, bytes]:
-        """(plain, gzip) text of every per-iteration family for the snapshot's models."""
+    def render(self, snapshot: Snapshot) -> tuple[list[bytes], list[bytes]]:
+        """(plain, gzip) parts of every per-iteration family for the snapshot's models; the
+        parts are the cached chunks themselves, not copies."""
         current = {m.name: self._chunks(m.name, m.derived) for m in snapshot.models
                    if m.derived is not None}
         self._cache = current  # models that vanished are forgotten
@@ -118,4 +119,4 @@ class IterationRenderer:
                 if chunks.plain[i]:
                     plain.append(chunks.plain[i])
                     gz.append(chunks.gzipped[i])
-        return b"".join(plain), b"".join(gz)
+        return plain, gz
