@@ -467,9 +467,9 @@ def bench_memory(plan: Plan) -> tuple[str, dict[str, Any]]:
                   "Columns MB per model", "Columns B/record"], rows)
     text += ("\n\nData = refreshed `ModelWatcher`s (columns, derived result, bookkeeping). "
              "Rendered = what `Exposition.update` keeps since per-iteration series are cached: "
-             "each model's plain lines and gzip members, plus the joined plain and gzip body "
-             "that scrapes are served from (so the plain text is held about twice). RSS after "
-             "gc and `malloc_trim`, in a child process.")
+             "each model's plain lines and gzip members, which scrapes are served from as they "
+             "are (no joined copy since commit 'Serve the exposition as its cached parts'). RSS "
+             "after gc and `malloc_trim`, in a child process.")
     return text, out
 
 
