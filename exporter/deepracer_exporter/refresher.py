@@ -1,7 +1,8 @@
 """The background loop: discover models, refresh each, build a Snapshot, swap it in.
 
-Models refresh in a thread pool, so one slow or broken model never delays the others beyond its
-own bounded S3 timeouts. The snapshot is replaced with one assignment; readers never see half.
+Models refresh in a thread pool and a cycle waits for them at most refresh_interval, so one slow
+or broken model never holds back the others' new data. The snapshot is replaced with one
+assignment; readers never see half of one.
 """
 
 from __future__ import annotations
