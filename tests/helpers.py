@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import urllib.request
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,3 +59,12 @@ def value(samples: Samples, name: str, /, **labels: Any) -> float:
     found = pick(samples, name, **labels)
     assert len(found) == 1, f"{name}{labels}: expected one sample, found {len(found)}"
     return next(iter(found.values()))
+
+
+def require_tool(name: str, package: str) -> str:
+    """Path of a Debian tool the tests need; a missing one fails (setup installs it)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found on PATH: run ./scripts/setup.sh test "
+                    f"(apt-get install {package})")
+    return path

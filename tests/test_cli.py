@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import parse, pick, scrape, value
+from helpers import parse, pick, require_tool, scrape, value
 
 GOLDEN = Path(__file__).parent / "golden" / "drfc1.prom"
 # Families whose values depend on when the test runs, not on the data.
@@ -92,8 +92,7 @@ def test_once_matches_golden_and_passes_promtool(model_dir: Path, tmp_path: Path
     assert got.keys() == want.keys()
     for key, expected in want.items():
         assert got[key] == pytest.approx(expected, abs=1e-9), key
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: run ./scripts/setup.sh test (apt install prometheus)"
+    promtool = require_tool("promtool", "prometheus")
     lint = subprocess.run([promtool, "check", "metrics"], input=done.stdout, text=True,
                           capture_output=True, timeout=60)
     assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from helpers import require_tool
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
 DRFC = REPO / "docker-compose.drfc.yml"
@@ -39,11 +41,7 @@ _SCRUB = ("DR_", "MINIO_", "GRAFANA_", "COMPOSE_", "DOCKER_")
 
 
 def _docker_compose() -> str:
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        pytest.fail("docker-compose not found on PATH: install Debian's package "
-                    "(apt-get install docker-compose), as the project's setup does")
-    return exe
+    return require_tool("docker-compose", "docker-compose")
 
 
 def _compose_config(files: list[Path], extra_env: dict[str, str],
@@ -372,8 +370,7 @@ def test_alertmanager_config_has_a_webhook_example() -> None:
 
 
 def test_alertmanager_config_passes_amtool() -> None:
-    amtool = shutil.which("amtool")
-    assert amtool, "amtool not found: run ./scripts/setup.sh test (apt prometheus-alertmanager)"
+    amtool = require_tool("amtool", "prometheus-alertmanager")
     proc = subprocess.run([amtool, "check-config", str(REPO / "deploy" / "alertmanager.yml")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

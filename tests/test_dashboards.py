@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 import dashboards as dash
+from helpers import require_tool
 
 DS_UID = "deepracer-prometheus"
 DS_REF = {"type": "prometheus", "uid": DS_UID}
@@ -261,14 +261,12 @@ def _promtool_check(exprs: list[str], tmp_path: Path) -> subprocess.CompletedPro
     }
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump(rules, width=1000))
-    promtool = shutil.which("promtool")
-    assert promtool
+    promtool = require_tool("promtool", "prometheus")
     return subprocess.run(
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_promtool_accepts_every_expression(tmp_path: Path) -> None:
     exprs = [q.expr for q in dash.queries_for_model("my-model")]
     result = _promtool_check(exprs, tmp_path)

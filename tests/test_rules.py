@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from helpers import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 PROM_DIR = REPO / "prometheus"
@@ -27,11 +28,7 @@ DASHBOARD_URL = re.compile(
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not found on PATH; the project setup installs it with "
-                    "`apt-get install prometheus` (Debian/Ubuntu)")
-    return path
+    return require_tool("promtool", "prometheus")
 
 
 def run_promtool(promtool: str, *args: str | Path) -> str:
