@@ -225,13 +225,18 @@ def test_restarted_training_replaces_old_run(s3: Any, bucket: str, s3_endpoint: 
                                                model="m")} == {"0", "1", "2"}
 
 
-def test_vanished_model_vanishes_from_metrics(s3: Any, bucket: str, s3_endpoint: str,
-                                              samples: Path) -> None:
+def two_models(s3: Any, bucket: str, s3_endpoint: str, samples: Path) -> Any:
+    """An exporter watching models "a" and "b", both the one-worker sample."""
     for prefix in ("a", "b"):
         put(s3, bucket, f"{prefix}/metrics/TrainingMetrics.json", sample_bytes(samples))
-    two = config_from(s3_yaml(s3_endpoint) + f"models:\n  - bucket: {bucket}\n    prefix: a\n"
-                      f"  - bucket: {bucket}\n    prefix: b\n")
-    exporter = exporter_for(two)
+    return exporter_for(config_from(s3_yaml(s3_endpoint)
+                                    + f"models:\n  - bucket: {bucket}\n    prefix: a\n"
+                                    f"  - bucket: {bucket}\n    prefix: b\n"))
+
+
+def test_vanished_model_vanishes_from_metrics(s3: Any, bucket: str, s3_endpoint: str,
+                                              samples: Path) -> None:
+    exporter = two_models(s3, bucket, s3_endpoint, samples)
     got = refresh(exporter)
     assert pick(got, "deepracer_iteration_reward", model="b")
     exporter.refresher.reconfigure(config_from(one_model(s3_endpoint, bucket, prefix="a")
@@ -286,11 +291,7 @@ def test_unchanged_models_are_not_rendered_again(s3: Any, bucket: str, s3_endpoi
     gzip body (concatenated members) decodes to exactly the plain body."""
     import gzip
 
-    for prefix in ("a", "b"):
-        put(s3, bucket, f"{prefix}/metrics/TrainingMetrics.json", sample_bytes(samples))
-    config = config_from(s3_yaml(s3_endpoint) + f"models:\n  - bucket: {bucket}\n    prefix: a\n"
-                         f"  - bucket: {bucket}\n    prefix: b\n")
-    exporter = exporter_for(config)
+    exporter = two_models(s3, bucket, s3_endpoint, samples)
     first = refresh(exporter)
     renderer = exporter.exposition.iterations
     chunks_a, chunks_b = renderer._cache["a"], renderer._cache["b"]
