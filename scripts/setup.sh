@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for the demo or the tests: Python venv in .venv and, for the
-# tests, Debian's prometheus/promtool, amtool (prometheus-alertmanager) and docker-compose.
+# tests, Debian's prometheus/promtool, amtool (prometheus-alertmanager), docker-compose,
+# chromium (headless page tests), victoria-metrics (remote_write test) and wrk (load test).
 # Safe to run again: it does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,9 @@ if [ "$what" = test ]; then
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+  command -v wrk >/dev/null || missing+=(wrk)
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "setup: installing Debian packages: ${missing[*]}"
