@@ -1,0 +1,172 @@
+"""DRfC's metrics push: real UDP datagrams, sent with the client the DRfC containers use
+(pytelegraf's TelegrafClient, as in deepracer-sagemaker-container's rl_coach patch and
+deepracer-simapp's s3_metrics.py), received by the exporter's listener."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from telegraf.client import TelegrafClient
+
+from deepracer_exporter.telegraf_listener import (
+    MAX_LINE_BYTES,
+    LineError,
+    PushReceiver,
+    UdpListener,
+    parse_line,
+)
+
+
+class Iterations:
+    """The model's latest training iteration as the exporter would know it from S3."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, int] = {}
+
+    def __call__(self, model: str) -> int | None:
+        return self.latest.get(model)
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[UdpListener, Iterations]]:
+    iterations = Iterations()
+    udp = UdpListener("127.0.0.1", 0, PushReceiver(iterations))
+    udp.start()
+    yield udp, iterations
+    udp.stop()
+
+
+def wait_for(receiver: PushReceiver, total: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(receiver.state().lines.values()) < total:
+        assert time.monotonic() < deadline, receiver.state().lines
+        time.sleep(0.01)
+
+
+def trainer_epoch(client: TelegrafClient, model: str, epoch: int, entropy: float, kl: float,
+                  loss: float) -> None:
+    """What rl_coach's patched logger sends once per policy-training epoch (float32 means)."""
+    client.metric("dr_sagemaker_epochs",
+                  {"surrogate_loss": np.float32(loss), "kl_divergence": np.float32(kl),
+                   "entropy": np.float32(entropy), "epoch": epoch},
+                  tags={"model": model})
+
+
+def simulator_episode(client: TelegrafClient, model: str, status: str) -> None:
+    client.metric("dr_training_episodes", {"reward": 12, "progress": 100, "elapsed_time": 12345},
+                  tags={"phase": "training", "status": status, "model": model, "worker": "0"})
+
+
+def test_policy_epochs_become_latest_values_and_per_iteration_mean_entropy(listener) -> None:
+    udp, iterations = listener
+    client = TelegrafClient(host="127.0.0.1", port=udp.port)
+    iterations.latest["rl-deepracer-sagemaker"] = 3
+    entropies = [1.05, 1.04, 1.03]
+    for epoch, entropy in enumerate(entropies):
+        trainer_epoch(client, "rl-deepracer-sagemaker", epoch, entropy, 0.002, -0.01)
+    wait_for(udp.receiver, 3)
+    iterations.latest["rl-deepracer-sagemaker"] = 4
+    for epoch, entropy in enumerate([0.98, 0.97, 0.90]):
+        trainer_epoch(client, "rl-deepracer-sagemaker", epoch, entropy, 0.004, -0.02)
+    wait_for(udp.receiver, 6)
+
+    state = udp.receiver.state()
+    model = state.models["rl-deepracer-sagemaker"]
+    assert state.lines["policy"] == 6
+    assert model.epochs == 6
+    assert model.epoch == 2
+    assert model.entropy == pytest.approx(0.90, abs=1e-6)
+    assert model.kl_divergence == pytest.approx(0.004, abs=1e-7)
+    assert model.surrogate_loss == pytest.approx(-0.02, abs=1e-7)
+    by_iteration = dict(model.iteration_entropy)
+    assert sorted(by_iteration) == [3, 4]
+    assert by_iteration[3] == pytest.approx(np.mean(np.float32(entropies)), abs=1e-6)
+    assert by_iteration[4] == pytest.approx(np.mean(np.float32([0.98, 0.97, 0.90])), abs=1e-6)
+
+
+def test_simulator_episodes_are_counted_and_escaped_tags_decoded(listener) -> None:
+    udp, _ = listener
+    client = TelegrafClient(host="127.0.0.1", port=udp.port)
+    simulator_episode(client, "my model,v2", "Lap complete")
+    simulator_episode(client, "my model,v2", "Off track")
+    wait_for(udp.receiver, 2)
+    state = udp.receiver.state()
+    assert state.lines["episode"] == 2
+    assert state.models["my model,v2"].episodes == 2
+    assert state.models["my model,v2"].last_episode_time is not None
+
+
+def test_garbage_other_measurements_and_huge_lines_are_dropped_and_counted(listener) -> None:
+    udp, _ = listener
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bad = [b"\xff\xfe\x00garbage", b"no_fields_here", b"m,tag=1 f=\"open", b"m f=nan",
+           b"dr_sagemaker_epochs,model=x entropy=\"text\",epoch=0i,kl_divergence=1,"
+           b"surrogate_loss=1", b"dr_sagemaker_epochs,model=x entropy=1,epoch=-1i,"
+           b"kl_divergence=1,surrogate_loss=1"]
+    for datagram in bad:
+        sock.sendto(datagram, ("127.0.0.1", udp.port))
+    sock.sendto(b"cpu,host=a usage_idle=99.5", ("127.0.0.1", udp.port))
+    sock.sendto(b"dr_sagemaker_epochs,model=x entropy=1," + b"y" * MAX_LINE_BYTES,
+                ("127.0.0.1", udp.port))
+    wait_for(udp.receiver, len(bad) + 2)
+    state = udp.receiver.state()
+    assert state.lines["malformed"] == len(bad)
+    assert state.lines["other_measurement"] == 1
+    assert state.lines["too_long"] == 1
+    assert state.lines["policy"] == 0
+    assert state.models == {}
+    sock.close()
+
+
+def test_unknown_models_are_bounded() -> None:
+    receiver = PushReceiver(lambda model: None, max_models=3)
+    for i in range(10):
+        receiver.receive(f"dr_sagemaker_epochs,model=m{i} entropy=1,epoch=0i,"
+                         f"kl_divergence=0.1,surrogate_loss=0.2".encode())
+    state = receiver.state()
+    assert sorted(state.models) == ["m0", "m1", "m2"]
+    assert state.lines["policy"] == 3
+    assert state.lines["model_limit"] == 7
+
+
+def test_flood_is_bounded_per_second() -> None:
+    now = [0.0]
+    receiver = PushReceiver(lambda model: None)
+    udp = UdpListener("127.0.0.1", 0, receiver, max_lines_per_second=50,
+                      monotonic=lambda: now[0])
+    udp.start()
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(200):
+            sock.sendto(b"cpu usage=1", ("127.0.0.1", udp.port))
+        deadline = time.monotonic() + 10
+        while receiver.state().lines["rate_limited"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # The clock does not move: past the budget nothing more is parsed.
+        time.sleep(0.3)
+        assert receiver.state().lines["other_measurement"] == 50
+        sock.close()
+    finally:
+        now[0] = 10.0
+        udp.stop()
+
+
+@pytest.mark.parametrize("line", ["", "m", "m ", " f=1", "m,=x f=1", "m f", "m f=1 2 3",
+                                  "m f=1x"])
+def test_parse_line_rejects(line: str) -> None:
+    with pytest.raises(LineError):
+        parse_line(line)
+
+
+def test_parse_line_reads_pytelegraf_output() -> None:
+    line = parse_line(r'dr_eval_episodes,model=a\ b,status=Lap\ complete,worker=0 '
+                      r'elapsed_time=9000i,progress=100i,reset_count=0i,note="x \"y\""')
+    assert line.measurement == "dr_eval_episodes"
+    assert line.tags == {"model": "a b", "status": "Lap complete", "worker": "0"}
+    assert line.fields == {"elapsed_time": 9000.0, "progress": 100.0, "reset_count": 0.0,
+                           "note": 'x "y"'}
