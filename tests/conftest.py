@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "samples"
 
 # boto3 must never find real credentials or a real region on a developer machine.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -59,7 +58,7 @@ def bucket(s3: Any) -> str:
 
 
 def upload_dir(s3: Any, bucket: str, local: Path, prefix: str) -> list[str]:
-    """Upload a directory tree (e.g. a shared sample) under `prefix`; returns the keys."""
+    """Upload a directory tree (e.g. a sample model folder) under `prefix`; returns the keys."""
     keys = []
     for path in sorted(local.rglob("*")):
         if path.is_file():
@@ -71,7 +70,10 @@ def upload_dir(s3: Any, bucket: str, local: Path, prefix: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
-    if not SAMPLES.is_dir():
-        pytest.fail(f"shared sample data not found at {SAMPLES} (expected ../shared/samples "
-                    f"beside the project root)")
-    return SAMPLES
+    """deepracer-utils' real sample logs (its sdist's tests/deepracer/logs/), cached per user."""
+    from samples import SampleDataError, sample_logs
+
+    try:
+        return sample_logs()
+    except SampleDataError as exc:
+        pytest.fail(f"sample data unavailable: {exc}", pytrace=False)

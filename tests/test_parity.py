@@ -1,7 +1,8 @@
 """Numbers served on /metrics equal deepracer-utils' getSummary on the same data, to 1e-9.
 
-The shared samples are uploaded to a real S3 endpoint (moto's server), the exporter reads them
-through boto3, and deepracer-utils itself computes the reference from the same files.
+deepracer-utils' own sample logs (tests/samples.py) are uploaded to a real S3 endpoint (moto's
+server), the exporter reads them through boto3, and deepracer-utils itself computes the reference
+from the same files.
 """
 
 from __future__ import annotations
