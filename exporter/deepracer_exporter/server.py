@@ -17,16 +17,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .collector import SnapshotCollector
+from .pages import Pages
 from .render import IterationRenderer
 from .snapshot import Snapshot
 from .webconfig import BasicAuth, WebConfig, ssl_context, tls_handshake
-
-_LANDING = b"""<!DOCTYPE html>
-<html><head><title>DeepRacer exporter</title></head>
-<body><h1>DeepRacer exporter</h1>
-<p>Prometheus metrics of AWS DeepRacer training progress: <a href="/metrics">/metrics</a></p>
-</body></html>
-"""
 
 
 @dataclass(frozen=True)
@@ -87,10 +81,17 @@ class _Handler(BaseHTTPRequestHandler):
             parts, encoding = ((rendered.gzip_parts, "gzip") if "gzip" in accept
                                else (rendered.plain_parts, None))
             self._send(200, CONTENT_TYPE_LATEST, parts, encoding)
-        elif path == "/":
-            self._send(200, "text/html; charset=utf-8", (_LANDING,))
+        elif (page := self.server.pages.get(self.server.exposition._snapshot, path)) is not None:
+            gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+            self._send(page.status, "text/html; charset=utf-8",
+                       (page.gzipped if gzipped else page.plain,), "gzip" if gzipped else None,
+                       extra=dict(page.headers))
         else:
             self._send(404, "text/plain; charset=utf-8", (b"not found; see /metrics\n",))
+
+    def do_HEAD(self) -> None:
+        """GET's status and headers without the body (link checkers, uptime monitors)."""
+        self.do_GET()
 
     def _send(self, code: int, ctype: str, body: tuple[bytes, ...],
               encoding: str | None = None, extra: dict[str, str] | None = None) -> None:
@@ -102,7 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
         if encoding:
             self.send_header("Content-Encoding", encoding)
         self.end_headers()
-        self.wfile.writelines(body)
+        if self.command != "HEAD":
+            self.wfile.writelines(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not logged: one line per scrape would drown the useful lines."""
@@ -118,6 +120,7 @@ class MetricsServer(ThreadingHTTPServer):
     def __init__(self, host: str, port: int, exposition: Exposition,
                  web: WebConfig | None = None) -> None:
         self.exposition = exposition
+        self.pages = Pages()  # / and /models/<name>, from the snapshot /metrics serves
         self.ssl_ctx = ssl_context(web) if web is not None else None
         self.auth = BasicAuth.from_config(web) if web is not None else None
         self.headers: dict[str, str] = dict(web.headers) if web is not None else {}
