@@ -1,118 +1,146 @@
 """The per-iteration families, rendered once per derived result and reused until it changes.
 
-They are nearly all of the series (about 55 per iteration and model), and a model's derived
-result only changes when its files do, so each model's lines (and their gzip member) are kept
-with the `Derived` object they came from: a refresh where nothing changed renders nothing, and
-one changed model costs only its own lines. Gzip members may be concatenated into one valid
-stream (RFC 1952), which is how the compressed body is assembled without compressing it again.
-The small families (model state, health) still go through the custom collector every refresh.
+They are nearly all of the series, and a model's derived result only changes when its files do,
+so each model's lines (and their gzip member) are kept with the `Derived` object they came from:
+a refresh where nothing changed renders nothing, and one changed model costs only its own lines.
+Gzip members may be concatenated into one valid stream (RFC 1952), which is how the compressed
+body is assembled without compressing it again. The small families (model state, health) still
+go through the custom collector every refresh.
+
+A family's lines are one `%` template filled in one call: the template is joined from per-row
+label prefixes (per iteration, not per sample) and the values are formatted by `%r` in C, so no
+Python code runs per sample. The families, their labels and which stats are exported come from
+the catalogue (`catalogue.ITERATION_FAMILIES`, `Snapshot.iteration_stats`).
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from .derive import STATS, Derived, IterationStats
-from .snapshot import Snapshot
+import numpy as np
+import numpy.typing as npt
+
+from .catalogue import ITERATION_FAMILIES, IterationFamily
+from .config import DEFAULT_ITERATION_STATS
+from .config import IterationStats as IterationStatSelection
+from .derive import Derived, IterationStats
+from .parse import PHASES
+from .snapshot import ModelSnapshot, Snapshot
 
 _GZIP_LEVEL = 6
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    help: str  # "{window}" is replaced by rolling_window
-    samples: Callable[[IterationStats], list[tuple[str, float]]]  # (extra labels, value)
-
-
-def _stats(values: tuple[float, float, float, float] | None) -> list[tuple[str, float]]:
-    if values is None:
-        return []
-    return [(f',stat="{stat}"', v) for stat, v in zip(STATS, values, strict=True)
-            if v == v and v not in (float("inf"), float("-inf"))]
-
-
-FAMILIES = (
-    Family("deepracer_iteration_reward", "Reward per episode.",
-           lambda it: _stats(it.reward)),
-    Family("deepracer_iteration_completion_ratio", "Track completion per episode, 0..1.",
-           lambda it: _stats(it.completion)),
-    Family("deepracer_iteration_episode_seconds",
-           "Episode duration over all episodes (deepracer-utils 'time').",
-           lambda it: _stats(it.episode_seconds)),
-    Family("deepracer_iteration_lap_seconds", "Lap time of completed laps only.",
-           lambda it: _stats(it.lap_seconds)),
-    Family("deepracer_iteration_completed_ratio",
-           "Share of episodes that completed the lap, 0..1.",
-           lambda it: [("", it.completed_ratio)]),
-    Family("deepracer_iteration_episodes", "Episodes in the iteration.",
-           lambda it: [("", float(it.episodes))]),
-    Family("deepracer_iteration_status_episodes", "Episodes by outcome.",
-           lambda it: [(f',status="{s}"', float(n)) for s, n in it.status_episodes]),
-    Family("deepracer_iteration_rolling_reward",
-           "Rolling mean over {window} iterations of the reward statistic.",
-           lambda it: _stats(it.rolling_reward)),
-    Family("deepracer_iteration_rolling_completion_ratio",
-           "Rolling mean over {window} iterations of the completion statistic.",
-           lambda it: _stats(it.rolling_completion)),
-)
+_PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
+BoolArray = npt.NDArray[np.bool_]
 
 
 def escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def model_lines(model: str, derived: Derived) -> list[bytes]:
-    """One text block per family (in FAMILIES order) with this model's samples."""
-    blocks: list[list[str]] = [[] for _ in FAMILIES]
-    label = escape(model)
-    for it in derived.iterations:
-        base = (f'{{model="{label}",phase="{it.phase}",round="{it.round}",'
-                f'iteration="{it.iteration}"')
-        for block, family in zip(blocks, FAMILIES, strict=True):
-            for extra, value in family.samples(it):
-                block.append(f"{family.name}{base}{extra}}} {float(value)!r}\n")
-    return [("".join(b)).encode() for b in blocks]
+def _suffixes(family: IterationFamily) -> list[tuple[str, ...]]:
+    """Bit code of the samples present in a row -> ("", suffix per present sample): joined with
+    the row's label prefix as separator, they give the row's template lines."""
+    label = family.labels[0] if family.labels else None
+    ends = [f',{label}="{v}"}} %r\n' if label else "} %r\n" for v in family.extra_values]
+    return [("", *(e for j, e in enumerate(ends) if code >> j & 1))
+            for code in range(1 << len(ends))]
+
+
+_SUFFIXES = {f.name: _suffixes(f) for f in ITERATION_FAMILIES}
+
+
+def _selected(family: IterationFamily, stats: IterationStatSelection) -> BoolArray:
+    """(phase, extra value) -> exported, from `iteration_stats`."""
+    if family.stat_key is None:
+        return np.ones((len(PHASES), len(family.extra_values)), np.bool_)
+    chosen = {phase: s for phase, key, s in stats if key == family.stat_key}
+    return np.array([[v in chosen.get(p, ()) for v in family.extra_values] for p in PHASES],
+                    np.bool_)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One family's samples of one model: values (row, extra value) and which are exported."""
+
+    values: npt.NDArray[np.float64]
+    mask: BoolArray
+
+
+def _tables(rows: tuple[IterationStats, ...], stats: IterationStatSelection
+            ) -> list[_Table]:
+    phase = np.fromiter((_PHASE_INDEX[it.phase] for it in rows), np.intp, len(rows))
+    out = []
+    for f in ITERATION_FAMILIES:
+        values = np.array([f.row(it) for it in rows], np.float64).reshape(
+            len(rows), len(f.extra_values))
+        out.append(_Table(values, _selected(f, stats)[phase] & np.isfinite(values)))
+    return out
+
+
+def sample_count(derived: Derived, stats: IterationStatSelection) -> int:
+    """Per-iteration samples `model_lines` renders for this derived result and selection."""
+    return sum(int(t.mask.sum()) for t in _tables(derived.iterations, stats))
+
+
+def model_lines(model: str, derived: Derived,
+                stats: IterationStatSelection = DEFAULT_ITERATION_STATS) -> list[bytes]:
+    """One text block per family (in ITERATION_FAMILIES order) with this model's samples."""
+    rows = derived.iterations
+    label = escape(model).replace("%", "%%")  # the label is part of a % template
+    prefixes = [f'{{model="{label}",phase="{it.phase}",round="{it.round}",'
+                f'iteration="{it.iteration}"' for it in rows]
+    blocks = []
+    for f, table in zip(ITERATION_FAMILIES, _tables(rows, stats), strict=True):
+        weights = 1 << np.arange(len(f.extra_values))
+        codes = (table.mask @ weights).tolist()
+        ends = _SUFFIXES[f.name]
+        template = "".join([(f.name + p).join(ends[c])
+                            for p, c in zip(prefixes, codes, strict=True)])
+        blocks.append((template % tuple(table.values[table.mask].tolist())).encode())
+    return blocks
 
 
 @dataclass(frozen=True)
 class _Chunks:
     derived: Derived
+    stats: IterationStatSelection
+    exported: bool  # False: the model is idle, its history is not exported
     plain: tuple[bytes, ...]
     gzipped: tuple[bytes, ...]
 
 
 class IterationRenderer:
-    """Keeps each model's rendered per-iteration lines for as long as its `Derived` is current."""
+    """Keeps each model's rendered per-iteration lines for as long as its `Derived`, the stats
+    selection and its idle state are what they were rendered for."""
 
     def __init__(self) -> None:
         self._cache: dict[str, _Chunks] = {}
 
-    def _chunks(self, model: str, derived: Derived) -> _Chunks:
-        cached = self._cache.get(model)
-        if cached is not None and cached.derived is derived:
+    def _chunks(self, m: ModelSnapshot, snapshot: Snapshot) -> _Chunks:
+        assert m.derived is not None
+        exported = m.history_exported(snapshot.created)
+        cached = self._cache.get(m.name)
+        if (cached is not None and cached.derived is m.derived
+                and cached.stats == snapshot.iteration_stats and cached.exported == exported):
             return cached
-        plain = tuple(model_lines(model, derived))
-        chunks = _Chunks(derived, plain, tuple(gzip.compress(p, _GZIP_LEVEL) if p else b""
-                                               for p in plain))
-        self._cache[model] = chunks
+        plain = (tuple(model_lines(m.name, m.derived, snapshot.iteration_stats)) if exported
+                 else (b"",) * len(ITERATION_FAMILIES))
+        chunks = _Chunks(m.derived, snapshot.iteration_stats, exported, plain,
+                         tuple(gzip.compress(p, _GZIP_LEVEL) if p else b"" for p in plain))
+        self._cache[m.name] = chunks
         return chunks
 
     def render(self, snapshot: Snapshot) -> tuple[list[bytes], list[bytes]]:
         """(plain, gzip) parts of every per-iteration family for the snapshot's models; the
         parts are the cached chunks themselves, not copies."""
-        current = {m.name: self._chunks(m.name, m.derived) for m in snapshot.models
+        current = {m.name: self._chunks(m, snapshot) for m in snapshot.models
                    if m.derived is not None}
         self._cache = current  # models that vanished are forgotten
-        cached = f" Cached: refreshed in the background every {snapshot.refresh_interval:g}s."
         plain: list[bytes] = []
         gz: list[bytes] = []
-        for i, family in enumerate(FAMILIES):
-            text = family.help.format(window=snapshot.rolling_window)
-            head = (f"# HELP {family.name} {text}{cached}\n"
-                    f"# TYPE {family.name} gauge\n").encode()
+        for i, family in enumerate(ITERATION_FAMILIES):
+            head = (f"# HELP {family.name} {family.help_text(snapshot)}\n"
+                    f"# TYPE {family.name} {family.type}\n").encode()
             plain.append(head)
             gz.append(gzip.compress(head, _GZIP_LEVEL))
             for chunks in current.values():

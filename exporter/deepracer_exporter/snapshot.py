@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from .config import DEFAULT_ITERATION_STATS
+from .config import IterationStats as IterationStatSelection
 from .derive import Derived
 from .extras import Checkpoints, EvaluationRun
 
@@ -47,6 +50,13 @@ class ModelSnapshot:
     last_update: float | None  # newest LastModified of the metrics objects
     health: Health
     extras: ModelExtras = ModelExtras()
+    history_max_age: float = math.inf  # seconds; from config (per model or global)
+
+    def history_exported(self, now: float) -> bool:
+        """False while the model is idle: its metrics objects unchanged for longer than
+        `history_max_age`. An idle model exports only its current-state families, so a bucket
+        of old models does not cost Prometheus their whole history."""
+        return self.last_update is None or now - self.last_update <= self.history_max_age
 
 
 @dataclass(frozen=True)
@@ -56,3 +66,4 @@ class Snapshot:
     refresh_interval: float
     rolling_window: int
     created: float
+    iteration_stats: IterationStatSelection = DEFAULT_ITERATION_STATS  # (phase, family, stats)

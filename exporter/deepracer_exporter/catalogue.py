@@ -1,0 +1,554 @@
+"""The metric catalogue: every family the exporter exposes, declared once.
+
+An entry gives a family's name, type, labels, HELP, unit, README section and where its value
+comes from. The custom collector (collector.py) builds the small families from it at every
+refresh, the cached renderer (render.py) renders the per-iteration ones from it, and README's
+metric tables are generated from it (`python -m deepracer_exporter.catalogue README.md`; a test
+fails when README is not current). Adding a family is one entry plus its value function.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from . import __version__, extras
+from .config import DEFAULT_ITERATION_STATS
+from .config import IterationStats as IterationStatSelection
+from .derive import STATS, Derived, IterationStats
+from .parse import PHASES, STATUSES
+from .snapshot import ModelSnapshot, Snapshot
+
+Sample = tuple[tuple[str, ...], float]  # label values in the family's label order, value
+
+CACHED = " Cached: refreshed in the background every {interval:g}s."
+
+# README sections, in the order they appear there: (marker, heading, text under the heading).
+SECTIONS = {
+    "state": ("metrics", "Current state, one series per model (and phase)", ""),
+    "iteration": ("metrics", "Per iteration (labels model, phase, round, iteration; the latest "
+                  "`max_iterations` iterations)", ""),
+    "laps": ("metrics", "Fastest laps", ""),
+    "evaluation": ("metrics", "Evaluation runs, model metadata, checkpoints", (
+        "Evaluation runs are the files DRfC writes per evaluation "
+        "(`metrics/evaluation/evaluation-<time>.json`,\nearlier "
+        "`metrics/EvaluationMetrics-<time>.json`) and the console/DRoA exports'\n"
+        "`metrics/evaluation/*.json`. `run` is a sortable id made from the time in the file "
+        "name (plus the\nconsole's job id); the latest `max_evaluation_runs` (default 10) runs "
+        "are exported. A trial counts\nas a completed lap when its completion is 100 % (in a "
+        "continuous evaluation every lap but the last\nis written \"In progress\") or its "
+        "status is \"Lap complete\".")),
+    "health": ("health", "Exporter health", ""),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Family:
+    name: str  # as exposed: counters end in _total, nothing else does
+    type: str  # gauge | counter
+    labels: tuple[str, ...]
+    help: str  # HELP text; "{window}" becomes rolling_window
+    section: str  # key of SECTIONS
+    doc: str = ""  # README's meaning when it says more than HELP
+    unit: str = ""  # base unit, also the name's suffix: seconds, ratio, bytes
+
+    def help_text(self, snapshot: Snapshot) -> str:
+        return (self.help.format(window=snapshot.rolling_window)
+                + CACHED.format(interval=snapshot.refresh_interval))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFamily(Family):
+    """Current state of one model: exported for every model, idle ones included."""
+
+    values: Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]  # labels after `model`
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExporterFamily(Family):
+    """Not tied to one model."""
+
+    values: Callable[[Snapshot], Iterable[Sample]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IterationFamily(Family):
+    """One series per (model, phase, round, iteration) and extra label value; rendered as
+    cached text by render.py. `row` gives one value per `extra_values` entry (NaN: no sample);
+    `stat_key` names the family in `iteration_stats`, which selects the stats exported."""
+
+    extra_values: tuple[str, ...] = ("",)
+    stat_key: str | None = None
+    row: Callable[[IterationStats], Sequence[float]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesReport(Family):
+    """Computed by the collector from everything else it and the renderer expose."""
+
+
+def _derived(fn: Callable[[Derived], Iterable[Sample]]
+             ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """A value taken from the model's derived data; none until its first good refresh."""
+    return lambda _s, m: fn(m.derived) if m.derived is not None else ()
+
+
+def _one(value: float | None) -> list[Sample]:
+    return [] if value is None else [((), float(value))]
+
+
+_NAN4 = (math.nan,) * 4
+
+
+def _stats(values: tuple[float, float, float, float] | None) -> tuple[float, ...]:
+    return _NAN4 if values is None else values
+
+
+def _status_row(it: IterationStats) -> list[float]:
+    counts = dict(it.status_episodes)
+    return [float(counts[s]) if counts.get(s) else math.nan for s in STATUSES]
+
+
+def _best_laps(d: Derived) -> list[Sample]:
+    ranks: dict[str, int] = {}
+    out: list[Sample] = []
+    for lap in d.best_laps:
+        ranks[lap.phase] = ranks.get(lap.phase, 0) + 1
+        out.append(((lap.phase, str(ranks[lap.phase]), str(lap.round), str(lap.iteration),
+                     str(lap.episode), str(lap.worker)), lap.seconds))
+    return out
+
+
+def _run_values(fn: Callable[[extras.EvaluationRun], Iterable[Sample]]
+                ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """Samples of every exported evaluation run, labelled by run."""
+    return lambda _s, m: [((run.run_id, *labels), v) for run in m.extras.evaluation_runs
+                          for labels, v in fn(run)]
+
+
+def _run_lap_seconds(run: extras.EvaluationRun) -> list[Sample]:
+    if run.lap_seconds_mean is None or run.lap_seconds_best is None:
+        return []
+    return [(("mean",), run.lap_seconds_mean), (("min",), run.lap_seconds_best)]
+
+
+def _info(values: tuple[tuple[str, str], ...], names: tuple[str, ...]) -> list[Sample]:
+    if not values:
+        return []
+    found = dict(values)
+    return [(tuple(found.get(k, extras.UNKNOWN) for k in names), 1.0)]
+
+
+def _checkpoints(m: ModelSnapshot) -> list[Sample]:
+    cps = m.extras.checkpoints
+    if cps is None:
+        return []
+    return [((kind, ), float(cp.number)) for kind, cp in (("last", cps.last), ("best", cps.best))
+            if cp is not None and cp.number is not None]
+
+
+def _checkpoints_updated(m: ModelSnapshot) -> list[Sample]:
+    if m.extras.checkpoints is None:
+        return []
+    return _one(m.extras.checkpoints_updated)
+
+
+def _requests(m: ModelSnapshot) -> list[Sample]:
+    h = m.health
+    return [(("downloaded",), h.downloaded), (("not_modified",), h.not_modified),
+            (("unchanged",), h.unchanged), (("tail",), h.tail)]
+
+
+MODEL = ("model",)
+PHASE = ("model", "phase")
+RUN = ("model", "run")
+
+FAMILIES: tuple[Family, ...] = (
+    # -- current state ---------------------------------------------------------------------
+    ModelFamily(
+        name="deepracer_model_info", type="gauge", section="state",
+        labels=("model", "bucket", "prefix", "source"),
+        help="Watched DeepRacer model (always 1).",
+        doc="one per watched model; `prefix` is the latest round's prefix, `source` is `s3` or "
+            "`directory` (then `bucket` is the directory)",
+        values=lambda _s, m: [((m.bucket, m.prefix, m.source), 1.0)]),
+    ModelFamily(
+        name="deepracer_model_iteration", type="gauge", section="state", labels=MODEL,
+        help="Latest training iteration (continues across rounds).",
+        doc="latest master iteration that has training episodes",
+        values=_derived(lambda d: _one(d.latest_iteration if d.latest_iteration >= 0
+                                       else None))),
+    ModelFamily(
+        name="deepracer_model_round", type="gauge", section="state", labels=MODEL,
+        help="Latest training round (1-based).", doc="latest round number",
+        values=_derived(lambda d: _one(d.latest_round))),
+    ModelFamily(
+        name="deepracer_model_episodes_per_iteration", type="gauge", section="state",
+        labels=MODEL, help="Training episodes per iteration, all workers together.",
+        values=_derived(lambda d: _one(d.episodes_per_iteration))),
+    ModelFamily(
+        name="deepracer_model_workers", type="gauge", section="state", labels=MODEL,
+        help="Workers (TrainingMetrics*.json files) in the latest round.",
+        doc="number of `TrainingMetrics*.json` workers in the latest round",
+        values=_derived(lambda d: _one(d.workers))),
+    ModelFamily(
+        name="deepracer_model_last_update_timestamp_seconds", type="gauge", section="state",
+        labels=MODEL, unit="seconds",
+        help="Newest LastModified of the model's metrics objects, Unix seconds.",
+        doc="newest LastModified (Unix seconds) of the model's metrics objects; staleness is "
+            "`time() - this`",
+        values=lambda _s, m: _one(m.last_update)),
+    ModelFamily(
+        name="deepracer_model_finished", type="gauge", section="state", labels=MODEL,
+        help="1 when the latest round reached term_cond_max_episodes.",
+        doc="1 when the latest round reached `term_cond_max_episodes` of its hyperparameters, "
+            "else 0",
+        values=_derived(lambda d: _one(1 if d.finished else 0))),
+    ModelFamily(
+        name="deepracer_model_best_lap_seconds", type="gauge", section="state", labels=PHASE,
+        unit="seconds", help="Fastest completed lap.",
+        doc="fastest completed lap over all iterations",
+        values=_derived(lambda d: [((p,), s) for p, s in d.best_lap.items()])),
+    ModelFamily(
+        name="deepracer_model_episodes_total", type="counter", section="state",
+        labels=("model", "phase", "status"), help="Episodes by phase and outcome.",
+        doc="episodes by outcome (every status present, zeros included)",
+        values=_derived(lambda d: [((p, s), d.episodes_by_status.get((p, s), 0))
+                                   for p in PHASES for s in STATUSES])),
+    ModelFamily(
+        name="deepracer_model_rolling_completion_ratio", type="gauge", section="state",
+        labels=PHASE, unit="ratio",
+        help="Rolling mean of per-iteration mean completion (0..1) at the latest iteration.",
+        doc="rolling mean (window `rolling_window`) of the per-iteration mean completion, at "
+            "the latest iteration",
+        values=_derived(lambda d: [((p,), v) for p, v in d.rolling_completion.items()])),
+    ModelFamily(
+        name="deepracer_model_rolling_reward", type="gauge", section="state", labels=PHASE,
+        help="Rolling mean of per-iteration mean reward at the latest iteration.",
+        doc="same for mean reward",
+        values=_derived(lambda d: [((p,), v) for p, v in d.rolling_reward.items()])),
+    ModelFamily(
+        name="deepracer_model_plateau_iterations", type="gauge", section="state",
+        labels=("model", "phase", "metric"),
+        help="Iterations since the rolling mean last reached a new maximum.",
+        doc="iterations since the rolling mean (`metric` = `completion` or `reward`) last "
+            "reached a new maximum",
+        values=_derived(lambda d: [((p, k), n) for (p, k), n in d.plateau.items()])),
+    ModelFamily(
+        name="deepracer_model_skipped_records", type="gauge", section="state", labels=MODEL,
+        help="Records dropped as invalid (missing fields, wrong types, NaN, out of range).",
+        values=_derived(lambda d: _one(d.skipped_records))),
+    ModelFamily(
+        name="deepracer_model_iteration_history", type="gauge", section="state", labels=MODEL,
+        help="1 when the model's per-iteration series are exported, 0 when it has been idle "
+             "for longer than history_max_age.",
+        doc="1 when the `deepracer_iteration_*` series of the model are exported; 0 when its "
+            "metrics objects have not changed for longer than `history_max_age` (only the "
+            "current-state families are exported then; history comes back when it is written "
+            "to again)",
+        values=lambda s, m: _one(1 if m.history_exported(s.created) else 0)),
+    # -- per iteration (render.py) ---------------------------------------------------------
+    IterationFamily(
+        name="deepracer_iteration_reward", type="gauge", section="iteration",
+        labels=("stat",), extra_values=STATS, stat_key="reward",
+        help="Reward per episode.", row=lambda it: it.reward),
+    IterationFamily(
+        name="deepracer_iteration_completion_ratio", type="gauge", section="iteration",
+        labels=("stat",), extra_values=STATS, stat_key="completion", unit="ratio",
+        help="Track completion per episode, 0..1.",
+        doc="track completion, 0..1 (completion_percentage / 100)",
+        row=lambda it: it.completion),
+    IterationFamily(
+        name="deepracer_iteration_episode_seconds", type="gauge", section="iteration",
+        labels=("stat",), extra_values=STATS, stat_key="episode_seconds", unit="seconds",
+        help="Episode duration over all episodes (deepracer-utils 'time').",
+        doc="episode duration over all episodes (deepracer-utils' `time`)",
+        row=lambda it: it.episode_seconds),
+    IterationFamily(
+        name="deepracer_iteration_lap_seconds", type="gauge", section="iteration",
+        labels=("stat",), extra_values=STATS, stat_key="lap_seconds", unit="seconds",
+        help="Lap time of completed laps only.",
+        doc="lap time of completed laps only; absent when no lap was completed",
+        row=lambda it: _stats(it.lap_seconds)),
+    IterationFamily(
+        name="deepracer_iteration_completed_ratio", type="gauge", section="iteration",
+        labels=(), unit="ratio", help="Share of episodes that completed the lap, 0..1.",
+        doc="share of episodes with status \"Lap complete\" (0..1)",
+        row=lambda it: (it.completed_ratio,)),
+    IterationFamily(
+        name="deepracer_iteration_episodes", type="gauge", section="iteration", labels=(),
+        help="Episodes in the iteration.", doc="episode count",
+        row=lambda it: (float(it.episodes),)),
+    IterationFamily(
+        name="deepracer_iteration_status_episodes", type="gauge", section="iteration",
+        labels=("status",), extra_values=STATUSES, help="Episodes by outcome.",
+        doc="episode count by outcome (only statuses that occurred)", row=_status_row),
+    IterationFamily(
+        name="deepracer_iteration_rolling_reward", type="gauge", section="iteration",
+        labels=("stat",), extra_values=STATS, stat_key="rolling_reward",
+        help="Rolling mean over {window} iterations of the reward statistic.",
+        doc="rolling mean over the last `rolling_window` iterations of the reward stat "
+            "(plotProgress' line)",
+        row=lambda it: it.rolling_reward),
+    IterationFamily(
+        name="deepracer_iteration_rolling_completion_ratio", type="gauge",
+        section="iteration", labels=("stat",), extra_values=STATS,
+        stat_key="rolling_completion", unit="ratio",
+        help="Rolling mean over {window} iterations of the completion statistic.",
+        doc="same for completion", row=lambda it: it.rolling_completion),
+    # -- fastest laps ----------------------------------------------------------------------
+    ModelFamily(
+        name="deepracer_best_lap_seconds", type="gauge", section="laps", unit="seconds",
+        labels=("model", "phase", "rank", "round", "iteration", "episode", "worker"),
+        help="Fastest completed laps, rank 1 first.",
+        doc="the `top_laps` fastest completed laps (rank 1 = fastest); the notebook's \"best "
+            "laps\" table",
+        values=_derived(_best_laps)),
+    # -- evaluation runs, metadata, checkpoints --------------------------------------------
+    ModelFamily(
+        name="deepracer_evaluation_runs", type="gauge", section="evaluation", labels=MODEL,
+        help="Evaluation runs found (all rounds).",
+        doc="evaluation runs found (all of them, all rounds)",
+        values=lambda _s, m: _one(m.extras.evaluation_run_count or None)),
+    ModelFamily(
+        name="deepracer_evaluation_timestamp_seconds", type="gauge", section="evaluation",
+        labels=RUN, unit="seconds",
+        help="Start of the evaluation run, from its file name, Unix seconds.",
+        doc="the run's time from its file name (DRfC names are local time, read as UTC)",
+        values=_run_values(lambda r: _one(r.timestamp))),
+    ModelFamily(
+        name="deepracer_evaluation_trials", type="gauge", section="evaluation", labels=RUN,
+        help="Trials in the evaluation run.", doc="trials in the run",
+        values=_run_values(lambda r: _one(r.trials))),
+    ModelFamily(
+        name="deepracer_evaluation_completed_laps", type="gauge", section="evaluation",
+        labels=RUN, help="Completed laps (completion 100%) in the evaluation run.",
+        doc="completed laps", values=_run_values(lambda r: _one(r.completed_laps))),
+    ModelFamily(
+        name="deepracer_evaluation_completion_ratio", type="gauge", section="evaluation",
+        labels=RUN, unit="ratio", help="Mean completion of the evaluation run's trials, 0..1.",
+        doc="mean completion of the trials, 0..1",
+        values=_run_values(lambda r: _one(r.completion_ratio))),
+    ModelFamily(
+        name="deepracer_evaluation_lap_seconds", type="gauge", section="evaluation",
+        labels=(*RUN, "stat"), unit="seconds",
+        help="Lap time of the run's completed laps (stat mean or min).",
+        doc="`mean` and `min` lap time of completed trials (penalties included)",
+        values=_run_values(_run_lap_seconds)),
+    ModelFamily(
+        name="deepracer_evaluation_resets", type="gauge", section="evaluation",
+        labels=(*RUN, "reason"), help="Resets in the evaluation run by cause.",
+        doc="resets by cause: `off_track`, `crashed`, `reversed`, `immobilized`",
+        values=_run_values(lambda r: [(("off_track",), r.off_track), (("crashed",), r.crashes),
+                                      (("reversed",), r.reversed),
+                                      (("immobilized",), r.immobilized)])),
+    ModelFamily(
+        name="deepracer_model_best_evaluation_lap_seconds", type="gauge",
+        section="evaluation", labels=MODEL, unit="seconds",
+        help="Fastest completed lap over all evaluation runs.",
+        values=lambda _s, m: _one(m.extras.best_evaluation_lap)),
+    ModelFamily(
+        name="deepracer_model_metadata_info", type="gauge", section="evaluation",
+        labels=("model", *extras.MODEL_INFO_LABELS),
+        help="model_metadata.json of the latest round (always 1).",
+        doc="`model/model_metadata.json` of the latest round; values cut to 64 characters, "
+            "`unknown` when missing",
+        values=lambda _s, m: _info(m.extras.metadata, extras.MODEL_INFO_LABELS)),
+    ModelFamily(
+        name="deepracer_model_action_space", type="gauge", section="evaluation",
+        labels=("model", "bound"),
+        help="Action space bounds from model_metadata.json (speed m/s, degrees).",
+        doc="`speed_min`, `speed_max` (m/s), `steering_angle_min`, `steering_angle_max` "
+            "(degrees)",
+        values=lambda _s, m: [((b,), v) for b, v in m.extras.action_space]),
+    ModelFamily(
+        name="deepracer_model_hyperparameter", type="gauge", section="evaluation",
+        labels=("model", "name"),
+        help="Numeric hyperparameters of the latest round (ip/hyperparameters.json).",
+        doc="numeric values of `ip/hyperparameters.json` (batch_size, lr, discount_factor, ...)",
+        values=lambda _s, m: [((n,), v) for n, v in m.extras.hyperparameters]),
+    ModelFamily(
+        name="deepracer_model_hyperparameters_info", type="gauge", section="evaluation",
+        labels=("model", *extras.HYPERPARAMETER_INFO_LABELS),
+        help="Text hyperparameters of the latest round (always 1).",
+        doc="text values of the hyperparameters",
+        values=lambda _s, m: _info(m.extras.hyperparameter_info,
+                                   extras.HYPERPARAMETER_INFO_LABELS)),
+    ModelFamily(
+        name="deepracer_model_checkpoint", type="gauge", section="evaluation",
+        labels=("model", "kind"), help="Checkpoint number from model/deepracer_checkpoints.json.",
+        doc="number of the `last` and `best` checkpoint in `model/deepracer_checkpoints.json`",
+        values=lambda _s, m: _checkpoints(m)),
+    ModelFamily(
+        name="deepracer_model_checkpoint_timestamp_seconds", type="gauge",
+        section="evaluation", labels=MODEL, unit="seconds",
+        help="LastModified of model/deepracer_checkpoints.json, Unix seconds.",
+        doc="LastModified of that file: when the trainer last saved a checkpoint",
+        values=lambda _s, m: _checkpoints_updated(m)),
+    # -- exporter health -------------------------------------------------------------------
+    ModelFamily(
+        name="deepracer_exporter_refresh_success", type="gauge", section="health",
+        labels=MODEL,
+        help="1 if the model's last refresh succeeded (else last good data is served).",
+        doc="1 if the last refresh of the model succeeded, else 0 (the last good data is still "
+            "served)",
+        values=lambda _s, m: _one(1 if m.health.success else 0)),
+    ModelFamily(
+        name="deepracer_exporter_refresh_duration_seconds", type="gauge", section="health",
+        labels=MODEL, unit="seconds", help="Duration of the model's last refresh.",
+        values=lambda _s, m: _one(m.health.duration_seconds)),
+    ModelFamily(
+        name="deepracer_exporter_last_refresh_success_timestamp_seconds", type="gauge",
+        section="health", labels=MODEL, unit="seconds",
+        help="Unix time of the model's last successful refresh.",
+        values=lambda _s, m: _one(m.health.last_success)),
+    ModelFamily(
+        name="deepracer_exporter_refresh_errors_total", type="counter", section="health",
+        labels=("model", "reason"), help="Failed refreshes by reason.",
+        doc="failed refreshes; reason in `not_found`, `access_denied`, `unreachable`, "
+            "`timeout`, `server_error`, `malformed`, `too_large`, `other`; all created at 0",
+        values=lambda _s, m: [((r,), n) for r, n in m.health.errors]),
+    ModelFamily(
+        name="deepracer_exporter_object_requests_total", type="counter", section="health",
+        labels=("model", "result"),
+        help="Metrics objects checked: downloaded, not_modified (conditional GET answered 304), "
+             "unchanged (listing ETag unchanged, no GET) or tail (grown object, only its new "
+             "records read).",
+        doc="metrics objects checked: `downloaded` (read in full), `tail` (grown: only the new "
+            "records read with a ranged GET), `not_modified` (conditional GET answered 304) or "
+            "`unchanged` (the listing's ETag is the one held: no GET at all)",
+        values=lambda _s, m: _requests(m)),
+    ModelFamily(
+        name="deepracer_exporter_downloaded_bytes_total", type="counter", section="health",
+        labels=MODEL, unit="bytes", help="Bytes of object bodies downloaded.",
+        values=lambda _s, m: _one(m.health.downloaded_bytes)),
+    SeriesReport(
+        name="deepracer_exporter_series", type="gauge", section="health", labels=MODEL,
+        help="Series the model contributes to this exposition (per-iteration ones included).",
+        doc="series of this exposition that carry the model's label, this one included: what "
+            "the model costs Prometheus (see Sizing)"),
+    ExporterFamily(
+        name="deepracer_exporter_models", type="gauge", section="health", labels=(),
+        help="Models watched.", values=lambda s: [((), len(s.models))]),
+    ExporterFamily(
+        name="deepracer_exporter_snapshot_timestamp_seconds", type="gauge", section="health",
+        labels=(), unit="seconds",
+        help="Unix time the served snapshot was built (one per refresh cycle).",
+        doc="Unix time the served snapshot was built (once per refresh cycle)",
+        values=lambda s: [((), s.created)]),
+    ExporterFamily(
+        name="deepracer_exporter_discovery_success", type="gauge", section="health",
+        labels=("source",), help="1 if the last listing of a discover entry succeeded.",
+        doc="1 if the last listing of a `discover` entry succeeded (`source` is "
+            "`s3://bucket/prefix` or the directory)",
+        values=lambda s: [((src,), 1 if ok else 0) for src, ok in s.discovery]),
+    ExporterFamily(
+        name="deepracer_exporter_build_info", type="gauge", section="health",
+        labels=("version",), help="Exporter version (always 1).", doc=" ",
+        values=lambda _s: [((__version__,), 1)]),
+)
+
+MODEL_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, ModelFamily))
+ITERATION_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, IterationFamily))
+
+
+# -- README -------------------------------------------------------------------------------------
+
+def _type(f: Family) -> str:
+    return f"{f.type} (1)" if "(always 1)" in f.help else f.type
+
+
+def _meaning(f: Family) -> str:
+    if f.doc:
+        return f.doc.strip()
+    text = f.help.format(window="`rolling_window`").rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _stat_cell(f: IterationFamily, phase: str, selection: IterationStatSelection) -> str:
+    if f.stat_key is None:
+        return "(no stat)"
+    chosen = next(s for p, k, s in selection if (p, k) == (phase, f.stat_key))
+    return ", ".join(chosen) or "none"
+
+
+def default_series_per_iteration(phase: str, statuses: int = 1) -> int:
+    """Series of one iteration and phase in the default set, with `statuses` outcomes seen."""
+    stats = sum(len(s) for p, _, s in DEFAULT_ITERATION_STATS if p == phase)
+    plain = sum(1 for f in ITERATION_FAMILIES if f.stat_key is None and f.labels == ())
+    return stats + plain + statuses
+
+
+def _iteration_text() -> str:
+    t, e = (default_series_per_iteration(p) for p in PHASES)
+    full = len(STATS) * sum(1 for f in ITERATION_FAMILIES if f.stat_key is not None)
+    return (
+        "Which `stat` values are exported is set by `iteration_stats` (`default` below, `full` "
+        "for all four\nin both phases, or a mapping overriding the default per phase and "
+        f"family). With the default set an\niteration has {t} series in training and {e} in "
+        f"evaluation, plus one per further outcome that occurred\n({t + e + 2} with two "
+        f"outcomes per phase); `full` exports {full} stat series per phase instead of\n"
+        f"{t - 3} and {e - 3}. A model idle for longer than `history_max_age` (default 7d) "
+        "exports none of these\nfamilies (see `deepracer_model_iteration_history`).")
+
+
+def _table(families: Sequence[Family], marker: str) -> list[str]:
+    if families and isinstance(families[0], IterationFamily):
+        rows = ["| family | extra labels | default stats, training | default stats, evaluation "
+                "| meaning |", "|---|---|---|---|---|"]
+        for f in families:
+            assert isinstance(f, IterationFamily)
+            rows.append(f"| `{f.name}` | {', '.join(f.labels)} | "
+                        f"{_stat_cell(f, PHASES[0], DEFAULT_ITERATION_STATS)} | "
+                        f"{_stat_cell(f, PHASES[1], DEFAULT_ITERATION_STATS)} | {_meaning(f)} |")
+        return rows
+    rows = ["| family | type | labels | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{f.name}` | {_type(f)} | {', '.join(f.labels)} | {_meaning(f)} |"
+             for f in families]
+    return rows
+
+
+def readme_blocks() -> dict[str, str]:
+    """Marker name -> the generated text between `<!-- NAME:begin ... -->` and `NAME:end`."""
+    blocks: dict[str, list[str]] = {}
+    for key, (marker, heading, text) in SECTIONS.items():
+        lines = blocks.setdefault(marker, [])
+        lines.append(f"### {heading}")
+        body = _iteration_text() if key == "iteration" else text
+        if body:
+            lines += [*body.split("\n"), ""]
+        lines += _table([f for f in FAMILIES if f.section == key], marker)
+        lines.append("")
+    return {marker: "\n".join(lines).rstrip("\n") for marker, lines in blocks.items()}
+
+
+def update_readme(text: str) -> str:
+    """README text with every generated block replaced by the catalogue's current one."""
+    for marker, block in readme_blocks().items():
+        begin = text.index(f"<!-- {marker}:begin")
+        start = text.index("-->", begin) + len("-->")
+        end = text.index(f"<!-- {marker}:end -->", start)
+        text = f"{text[:start]}\n{block}\n{text[end:]}"
+    return text
+
+
+def main(argv: list[str]) -> int:
+    """`python -m deepracer_exporter.catalogue [README.md]`: print the generated blocks, or
+    rewrite them in the given README."""
+    if not argv:
+        for marker, block in readme_blocks().items():
+            print(f"<!-- {marker} -->\n{block}")
+        return 0
+    with open(argv[0], encoding="utf-8") as f:
+        text = f.read()
+    new = update_readme(text)
+    if new != text:
+        with open(argv[0], "w", encoding="utf-8") as f:
+            f.write(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
