@@ -22,6 +22,15 @@ from .webconfig import WebConfig
 log = logging.getLogger("deepracer_exporter")
 
 
+def request_seconds(client: Any) -> float:
+    """The longest one request of this S3 client can take before its body: every attempt's
+    connect and read timeouts plus standard-mode backoff between them (2^i s, capped at 20)."""
+    config = client.meta.config
+    attempts = int((config.retries or {}).get("total_max_attempts", 3))
+    backoff = sum(min(20.0, 2.0**i) for i in range(1, attempts))
+    return (float(config.connect_timeout) + float(config.read_timeout)) * attempts + backoff
+
+
 def make_s3_client(s3: S3Settings) -> Any:
     """A boto3 S3 client with bounded timeouts and retries (standard mode backs off)."""
     session = boto3.session.Session(
@@ -47,6 +56,7 @@ class StoreFactory:
     def __init__(self, s3_client: Callable[[], Any]) -> None:
         self._s3_client = s3_client
         self._client: Any = None
+        self._request_seconds = 60.0
         self._lock = threading.Lock()
 
     def __call__(self, where: ModelConfig | DiscoverConfig) -> ObjectStore:
@@ -55,7 +65,16 @@ class StoreFactory:
         with self._lock:
             if self._client is None:
                 self._client = self._s3_client()
-        return S3Store(self._client, where.bucket)
+                if hasattr(self._client, "meta"):
+                    self._request_seconds = request_seconds(self._client)
+        return S3Store(self._client, where.bucket, self._request_seconds)
+
+
+# Keys read once at start: a reload logs their change instead of applying it.
+RESTART_KEYS: dict[str, Callable[[Config], object]] = {
+    "listen": lambda c: (c.listen_host, c.listen_port),
+    "s3": lambda c: c.s3,
+}
 
 
 class Exporter:
@@ -64,10 +83,12 @@ class Exporter:
     def __init__(self, config: Config, stores: Callable[[ModelConfig | DiscoverConfig],
                                                           ObjectStore],
                  registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.time, web: WebConfig | None = None) -> None:
+                 clock: Callable[[], float] = time.time, web: WebConfig | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.exposition = Exposition(registry)
         self._web = web
-        self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update)
+        self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update,
+                                   monotonic=monotonic)
         self.server: MetricsServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -95,15 +116,26 @@ class Exporter:
         t.start()
         self._threads.append(t)
 
+    def reload(self, config: Config) -> list[str]:
+        """Apply a new configuration; returns (and logs by name) the changed keys that take
+        effect only after a restart. Everything else applies from the refresh it starts now."""
+        old = self.refresher.config
+        restart = [key for key, value in RESTART_KEYS.items() if value(old) != value(config)]
+        for key in restart:
+            log.warning("reload: '%s' changed; it takes effect only after a restart", key)
+        self.refresher.reconfigure(config)
+        return restart
+
     def _loop(self) -> None:
-        self._stop.wait(self.refresher.config.refresh_interval)
+        self.refresher.pause(self.refresher.config.refresh_interval)
         self.refresher.run(self._stop)
 
     def stop(self) -> None:
+        """Stops serving and refreshing now: a refresh stuck in a read is not waited for."""
         self._stop.set()
+        self.refresher.close()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
         for t in self._threads:
             t.join(timeout=5)
-        self.refresher.close()

@@ -41,11 +41,16 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML configuration file")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true",
-                      help="refresh once, print the exposition to stdout and exit")
+                      help="refresh every model once, print the exposition to stdout and exit "
+                           "0; exit 1 (printing nothing) if a model has no result within "
+                           "--once-timeout")
     mode.add_argument("--check-config", action="store_true",
                       help="validate the configuration and exit")
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                    help="TLS and basic auth for /metrics (exporter-toolkit web.yml format)")
+    p.add_argument("--once-timeout", default="5m", metavar="DURATION",
+                   help="with --once: how long to wait for every model's first refresh "
+                        "(default 5m)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -106,21 +111,25 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
         except ConfigInvalid as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             continue
-        if (new.listen_host, new.listen_port) != (config.listen_host, config.listen_port):
-            log.warning("reload: 'listen' changes take effect only after a restart")
-        if new.s3 != config.s3:
-            log.warning("reload: 's3' changes take effect only after a restart")
-        exporter.refresher.reconfigure(new)
+        exporter.reload(new)
         log.info("reloaded %s: %d models, %d discover entries", path, len(new.models),
                  len(new.discover))
     exporter.stop()
     return 0
 
 
-def _once(config: Config) -> int:
+def _once(config: Config, timeout: float) -> int:
+    """One refresh of every model, waited for up to `timeout`: a textfile-collector cron gets
+    every model's data (or its failure) or a non-zero exit, never a partial file."""
     exporter = Exporter(config, _stores(config), registry=CollectorRegistry())
-    exporter.refresher.refresh_once()
+    exporter.refresher.refresh_once(timeout=timeout)
+    missing = exporter.refresher.pending()
     exporter.refresher.close()
+    if missing:
+        print(f"--once: {len(missing)} model(s) without a result after --once-timeout "
+              f"{timeout:g}s: {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}",
+              file=sys.stderr)
+        return 1
     sys.stdout.write(exporter.exposition.rendered.plain.decode())
     return 0
 
@@ -144,12 +153,18 @@ def _main_serve(argv: list[str]) -> int:
         if web.credentials_in_clear:
             log.warning("%s: basic auth without TLS sends passwords in clear text",
                         args.web_config)
+    try:
+        once_timeout = parse_duration(args.once_timeout)
+    except ValueError:
+        print(f"--once-timeout: expected a duration like 5m, got {args.once_timeout!r}",
+              file=sys.stderr)
+        return 2
     if args.check_config:
         print(_describe(config, args.config))
         return 0
     try:
         if args.once:
-            return _once(config)
+            return _once(config, once_timeout)
         return _serve(config, args.config, web)
     except BotoCoreError as exc:  # e.g. a profile that does not exist
         print(f"{args.config}: s3: {exc}", file=sys.stderr)

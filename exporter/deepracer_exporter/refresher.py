@@ -1,29 +1,39 @@
 """The background loop: discover models, refresh each, build a Snapshot, swap it in.
 
-Models refresh in a thread pool and a cycle waits for them at most refresh_interval, so one slow
-or broken model never holds back the others' new data. The snapshot is replaced with one
-assignment; readers never see half of one.
+Models refresh on a pool of daemon threads and a cycle waits for them at most refresh_interval,
+so one slow or broken model never holds back the others' new data. A refresh stuck in a store
+call past that call's deadline is shown as failing (reason `timeout`) by a watchdog, its thread
+is not waited for (another takes its place in the pool) and never delays the exit. The snapshot
+is replaced with one assignment; readers never see half of one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import queue
+import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any, TypeVar
 
 from .config import Config, DiscoverConfig, ModelConfig, ShardConfig
 from .extras import select_training_keys
 from .snapshot import ModelSnapshot, Snapshot
 from .sources import ObjectStore, SourceError
 from .throttle import LogLimiter
-from .watch import DeriveSettings, ModelWatcher
+from .watch import DeriveSettings, LargeReads, ModelWatcher
 
 log = logging.getLogger("deepracer_exporter")
 
 StoreFactory = Callable[[ModelConfig | DiscoverConfig], ObjectStore]
+T = TypeVar("T")
+Location = tuple[str | None, str | None]  # (bucket, directory)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_POLL = 1.0  # seconds between watchdog checks while a refresh runs outside a store call
 
 
 def shard_owner(key: str, total: int) -> int:
@@ -42,80 +52,225 @@ def owned(model: ModelConfig, shard: ShardConfig) -> bool:
     return shard.total <= 1 or shard_owner(model_key(model), shard.total) == shard.index
 
 
-def discover_models(entry: DiscoverConfig, store: ObjectStore,
-                    known: set[tuple[str | None, str | None, str]]) -> list[ModelConfig]:
-    """Prefixes directly under `entry.prefix` holding training metrics (DRfC or console)."""
+def discover_prefixes(entry: DiscoverConfig, store: ObjectStore, known: set[str]) -> list[str]:
+    """Prefixes directly under `entry.prefix` holding training metrics (DRfC or console).
+
+    Prefixes in `known` are taken as they are, without listing their metrics again."""
     base = f"{entry.prefix}/" if entry.prefix else ""
     found = []
     for child in store.list_children(base):
         prefix = child.rstrip("/")
-        if (entry.bucket, entry.directory, prefix) in known:
-            found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
-                                     directory=entry.directory))
-            continue
         metrics = f"{prefix}/metrics/"
-        if select_training_keys((o.key for o in store.list_objects(metrics)), metrics):
-            found.append(ModelConfig(name=prefix, rounds=(prefix,), bucket=entry.bucket,
-                                     directory=entry.directory))
+        if prefix in known or select_training_keys(
+                (o.key for o in store.list_objects(metrics)), metrics):
+            found.append(prefix)
     return found
+
+
+def qualified_name(entry: DiscoverConfig, prefix: str) -> str:
+    """The name of a discovered training whose prefix is already another model's name."""
+    return f"{entry.bucket}/{prefix}" if entry.bucket is not None else (
+        f"{entry.directory}/{prefix}")
+
+
+class WorkerPool:
+    """Daemon threads that run submitted calls.
+
+    Daemon threads never hold up the process's exit (a ThreadPoolExecutor's are joined at exit,
+    a thread stuck in a read included). `lend(n)`: n threads are stuck past their deadline, so n
+    more run; a thread retires when it comes back and the pool has more than it needs."""
+
+    def __init__(self, size: int, name: str = "refresh") -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._size = size
+        self._lent = 0
+        self._live = 0
+        self._retire = 0
+        self._closed = False
+        self._name = name
+        self._ids = itertools.count(1)
+        with self._lock:
+            self._apply()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def threads(self) -> int:
+        """Threads that are, or will be, taking calls (retiring ones not counted)."""
+        with self._lock:
+            return self._live - self._retire
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+
+        def task() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to whoever waits for the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        self._tasks.put(task)
+        return future
+
+    def resize(self, size: int) -> None:
+        with self._lock:
+            self._size = size
+            self._apply()
+
+    def lend(self, stuck: int) -> None:
+        with self._lock:
+            self._lent = stuck
+            self._apply()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for _ in range(self._live):
+                self._tasks.put(None)
+
+    def _apply(self) -> None:
+        if self._closed:
+            return
+        want = self._size + self._lent
+        have = self._live - self._retire
+        if want > have:
+            kept = min(self._retire, want - have)
+            self._retire -= kept
+            for _ in range(want - have - kept):
+                self._live += 1
+                threading.Thread(target=self._work, name=f"{self._name}-{next(self._ids)}",
+                                 daemon=True).start()
+        elif want < have:
+            self._retire += have - want
+            for _ in range(have - want):
+                self._tasks.put(None)
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is not None and not self._closed:
+                task()
+            with self._lock:
+                if self._closed or self._retire > 0:
+                    if not self._closed:
+                        self._retire -= 1
+                    self._live -= 1
+                    return
 
 
 class Refresher:
     def __init__(self, config: Config, make_store: StoreFactory,
                  clock: Callable[[], float] = time.time,
-                 on_snapshot: Callable[[Snapshot], None] | None = None) -> None:
+                 on_snapshot: Callable[[Snapshot], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 large_reads: LargeReads | None = None) -> None:
         self._make_store = make_store
         self._clock = clock
+        self._monotonic = monotonic
         self._on_snapshot = on_snapshot
+        self._large_reads = large_reads or LargeReads()
         self._watchers: dict[str, ModelWatcher] = {}
-        self._discovered: set[tuple[str | None, str | None, str]] = set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._named: dict[tuple[str | None, str | None, str], str] = {}
+        self._pool: WorkerPool | None = None
         self._inflight: dict[str, tuple[ModelWatcher, Future[ModelSnapshot]]] = {}
         self._published: dict[str, ModelSnapshot] = {}
         self._log = LogLimiter(clock=time.monotonic)
+        self._kick = threading.Event()
+        self._closing: Future[Any] = Future()
         self.config = config
         self.snapshot = Snapshot((), (), config.refresh_interval, config.rolling_window, clock())
 
     def reconfigure(self, config: Config) -> None:
-        """Use a new configuration from the next refresh on; watchers of kept models stay."""
+        """Use a new configuration now: the next cycle starts at once, applies the derivation
+        settings to the models already watched (re-deriving their cached data without
+        downloading it again) and the pool takes the new `refresh_workers`."""
         self.config = config
+        if self._pool is not None:
+            self._pool.resize(config.refresh_workers)
+        self._kick.set()
+
+    def pause(self, seconds: float) -> None:
+        """Wait up to `seconds`; a reload or `close` ends the wait early."""
+        self._kick.wait(seconds)
+        self._kick.clear()
+
+    def pending(self) -> list[str]:
+        """Models with nothing published yet: their first refresh is still running."""
+        return sorted(n for n in self._watchers if n not in self._published)
+
+    @property
+    def pool(self) -> WorkerPool | None:
+        return self._pool
 
     def _settings(self) -> DeriveSettings:
         c = self.config
         return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes,
                               c.max_evaluation_runs)
 
+    def _discover(self, entry: DiscoverConfig) -> tuple[list[str], bool]:
+        location = (entry.bucket, entry.directory)
+        known = {p for (b, d, p) in self._named if (b, d) == location}
+        try:
+            found = discover_prefixes(entry, self._make_store(entry), known)
+        except SourceError as exc:
+            if self._log.failed(("discovery", entry.source_label), exc.reason):
+                log.warning("discovery of %s failed (%s: %s); keeping models found before",
+                            entry.source_label, exc.reason, exc)
+            return sorted(known), False
+        if self._log.recovered(("discovery", entry.source_label)):
+            log.info("discovery of %s recovered", entry.source_label)
+        return found, True
+
     def _wanted(self) -> tuple[list[ModelConfig], list[tuple[str, bool]]]:
+        """Configured models, then every discovered training under a unique name: configured
+        names win, the first discover entry (in config order) holding a prefix gets the plain
+        prefix, the same prefix elsewhere is named `<bucket>/<prefix>` (`<dir>/<prefix>`)."""
         config = self.config
         models = list(config.models)
-        configured = {(m.bucket, m.directory, p) for m in models for p in m.rounds}
+        taken = {(m.bucket, m.directory, p) for m in models for p in m.rounds}
         names = {m.name for m in models}
+        named: dict[tuple[str | None, str | None, str], str] = {}
         discovery: list[tuple[str, bool]] = []
         for entry in config.discover:
-            try:
-                found = discover_models(entry, self._make_store(entry),
-                                        configured | self._discovered)
-                discovery.append((entry.source_label, True))
-                if self._log.recovered(("discovery", entry.source_label)):
-                    log.info("discovery of %s recovered", entry.source_label)
-            except SourceError as exc:
-                if self._log.failed(("discovery", entry.source_label), exc.reason):
-                    log.warning("discovery of %s failed (%s: %s); keeping models found before",
-                                entry.source_label, exc.reason, exc)
-                discovery.append((entry.source_label, False))
-                found = [w.model for w in self._watchers.values()
-                         if (w.model.bucket, w.model.directory) == (entry.bucket, entry.directory)
-                         and (w.model.bucket, w.model.directory, w.model.rounds[0])
-                         in self._discovered]
-            for m in found:
-                key = (m.bucket, m.directory, m.rounds[0])
-                if key in configured or m.name in names:
+            found, ok = self._discover(entry)
+            discovery.append((entry.source_label, ok))
+            for prefix in found:
+                key = (entry.bucket, entry.directory, prefix)
+                if key in taken:
                     continue
-                if key not in self._discovered:
-                    log.info("discovered model %s in %s", m.name, entry.source_label)
-                self._discovered.add(key)
-                names.add(m.name)
-                models.append(m)
+                taken.add(key)
+                if _CONTROL.search(prefix):
+                    if self._log.failed(("control", key), "control"):
+                        log.warning("discovery of %s: skipping prefix %r: it holds control "
+                                    "characters, which cannot be a model name",
+                                    entry.source_label, prefix)
+                    continue
+                name = prefix if prefix not in names else qualified_name(entry, prefix)
+                if name in names:
+                    if self._log.failed(("clash", key), "clash"):
+                        log.warning("discovery of %s: skipping prefix %s: both %r and %r are "
+                                    "names of other models", entry.source_label, prefix, prefix,
+                                    name)
+                    continue
+                names.add(name)
+                named[key] = name
+                if self._named.get(key) != name:
+                    if name == prefix:
+                        log.info("discovered model %s in %s", name, entry.source_label)
+                    else:
+                        log.info("discovered model %s in %s: its prefix %s is already the name "
+                                 "of another model, so it is exported as %s", name,
+                                 entry.source_label, prefix, name)
+                models.append(ModelConfig(name=name, rounds=(prefix,), bucket=entry.bucket,
+                                          directory=entry.directory))
+        self._named = named
         return [m for m in models if owned(m, config.shard)], discovery
 
     def refresh_once(self, timeout: float | None = None) -> Snapshot:
@@ -123,7 +278,8 @@ class Refresher:
 
         Waits at most `timeout` (default: refresh_interval) for the models; one still running
         then (a slow endpoint, its timeouts) keeps its previous data in this snapshot and goes
-        on in the background, so it never holds back the others' new data.
+        on in the background, so it never holds back the others' new data. One stuck past its
+        deadline is published as failing with reason `timeout`.
         """
         models, discovery = self._wanted()
         settings = self._settings()
@@ -131,25 +287,33 @@ class Refresher:
         for m in models:
             w = self._watchers.get(m.name)
             if w is None or w.model != m:
-                w = ModelWatcher(m, self._make_store(m), settings, clock=self._clock)
+                w = ModelWatcher(m, self._make_store(m), settings, clock=self._clock,
+                                 monotonic=self._monotonic, large_reads=self._large_reads)
+            else:
+                w.reconfigure(settings)
             watchers[m.name] = w
         self._watchers = watchers
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.config.refresh_workers,
-                                            thread_name_prefix="refresh")
+            self._pool = WorkerPool(self.config.refresh_workers)
         for name, w in watchers.items():
             running = self._inflight.get(name)
             if running is None or running[0] is not w:
                 self._inflight[name] = (w, self._pool.submit(w.refresh))
-        wait([f for _, f in self._inflight.values()],
-             timeout=self.config.refresh_interval if timeout is None else timeout)
+        self._wait(self.config.refresh_interval if timeout is None else timeout)
+        stuck = 0
         for name, (w, future) in list(self._inflight.items()):
             if future.done():
                 del self._inflight[name]
                 if watchers.get(name) is w:
                     self._published[name] = future.result()
+            elif w.overdue():
+                stuck += 1
+                if watchers.get(name) is w:
+                    self._published[name] = w.timed_out()
+        self._pool.lend(stuck)
         self._published = {n: m for n, m in self._published.items() if n in watchers}
-        slow = sorted(n for n in self._inflight if n in watchers)
+        slow = sorted(n for n, (w, _) in self._inflight.items()
+                      if n in watchers and not w.overdue())
         if slow and self._log.failed(("slow",), "slow"):
             log.warning("refresh of %d model(s) (%s) takes longer than refresh_interval %gs; "
                         "their previous data is served until they finish (logged again in 10 "
@@ -164,6 +328,20 @@ class Refresher:
             self._on_snapshot(snap)
         return snap
 
+    def _wait(self, timeout: float) -> None:
+        """Until every running refresh has finished or is stuck past its deadline, at most
+        `timeout`; `close` ends it at once."""
+        deadline = self._monotonic() + timeout
+        while not self._closing.done():
+            running = [(w, f) for w, f in self._inflight.values() if not f.done()]
+            left = deadline - self._monotonic()
+            if not running or left <= 0 or all(w.overdue() for w, _ in running):
+                return
+            due = [w.deadline_in() for w, _ in running]
+            nap = min([left, _POLL, *(max(d, 0.0) + 0.01 for d in due if d is not None)])
+            waited: list[Future[Any]] = [f for _, f in running]
+            wait([*waited, self._closing], timeout=nap, return_when=FIRST_COMPLETED)
+
     def run(self, stop: threading.Event) -> None:
         """Refresh every interval until `stop` is set; the interval counts from each start."""
         while not stop.is_set():
@@ -177,8 +355,13 @@ class Refresher:
             if elapsed > interval and self._log.failed(("overrun",), "overrun"):
                 log.warning("refresh took %.1fs, longer than refresh_interval %gs (logged again "
                             "in 10 minutes if it goes on)", elapsed, interval)
-            stop.wait(max(0.0, interval - elapsed))
+            if not stop.is_set():
+                self.pause(max(0.0, interval - elapsed))
 
     def close(self) -> None:
+        """Stop waiting for refreshes; stuck ones are left to their daemon threads."""
+        if not self._closing.done():
+            self._closing.set_result(None)
+        self._kick.set()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()

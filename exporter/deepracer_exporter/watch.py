@@ -2,15 +2,23 @@
 
 A failed refresh never replaces the last good data: the model keeps serving it with
 `refresh_success` 0, the failure is counted by reason and logged in one line.
+
+A refresh that overruns its deadline (each store call's `budget`) is shown as failing with
+reason `timeout` by the refresher's watchdog (`overdue`, `timed_out`) even while its thread is
+still stuck in the call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from . import append, extras
 from .append import Mark
@@ -18,12 +26,17 @@ from .config import ModelConfig
 from .derive import Derived, RoundInput, derive
 from .parse import Columns, MetricsFileError, parse_records
 from .snapshot import Health, ModelExtras, ModelSnapshot
-from .sources import REASONS, ObjectInfo, ObjectStore, SourceError
+from .sources import REASONS, Fetched, ObjectInfo, ObjectStore, SourceError
 from .throttle import LogLimiter
 
 log = logging.getLogger("deepracer_exporter")
 
 _SIDE_MAX_BYTES = 1024 * 1024
+# A tail read trusts that the bytes before the new records did not change. That is checked by a
+# full read: of the next growth after VERIFY_TAILS tail reads in a row, and at the first refresh
+# VERIFY_SECONDS after the last full read of an object tail-read since (changed or not).
+VERIFY_TAILS = 20
+VERIFY_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,83 @@ class DeriveSettings:
     max_object_bytes: int = 256 * 1024**2
     max_evaluation_runs: int = 10
 
+    def derivation(self) -> tuple[int, int, int]:
+        """The settings the derived numbers depend on: a change re-derives cached models."""
+        return self.rolling_window, self.max_iterations, self.top_laps
+
+
+class LargeReads:
+    """Caps how many large objects are read and parsed at once, process-wide.
+
+    A full read of a metrics object peaks at several times its size (body, decoded records,
+    columns), so with `refresh_workers` 8 concurrent large reads could take several GB;
+    objects of `threshold` bytes or more take one of `slots`."""
+
+    def __init__(self, threshold: int = 16 * 1024**2, slots: int = 1) -> None:
+        self.threshold = threshold
+        self._slots = threading.BoundedSemaphore(slots)
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        if size < self.threshold:
+            yield
+            return
+        with self._slots:
+            yield
+
+
+class _Tracked:
+    """The model's store as its watcher uses it: notes until when the current call may run
+    (`busy_until`, monotonic), from the store's `budget` for the object's listed size."""
+
+    def __init__(self, store: ObjectStore, monotonic: Callable[[], float]) -> None:
+        self._store = store
+        self._monotonic = monotonic
+        self._sizes: dict[str, int] = {}
+        self.busy_until: float | None = None
+        self.busy_with = ""
+
+    @contextlib.contextmanager
+    def _call(self, what: str, size: int) -> Iterator[None]:
+        self.busy_with = what
+        self.busy_until = self._monotonic() + self._store.budget(size)
+        try:
+            yield
+        finally:
+            self.busy_until = None
+
+    def describe(self, key: str) -> str:
+        return self._store.describe(key)
+
+    def budget(self, size: int) -> float:
+        return self._store.budget(size)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        with self._call(f"listing {self.describe(prefix)}", 0):
+            found = self._store.list_objects(prefix)
+        self._sizes.update((o.key, o.size) for o in found)
+        return found
+
+    def list_children(self, prefix: str) -> list[str]:
+        with self._call(f"listing {self.describe(prefix)}", 0):
+            return self._store.list_children(prefix)
+
+    def get(self, key: str, etag: str | None, max_bytes: int) -> Fetched:
+        with self._call(f"reading {self.describe(key)}", self._sizes.get(key, max_bytes)):
+            return self._store.get(key, etag, max_bytes)
+
+    def get_range(self, key: str, start: int, etag: str) -> Fetched | None:
+        with self._call(f"reading {self.describe(key)}", self._sizes.get(key, 0) - start):
+            return self._store.get_range(key, start, etag)
+
+
+def _same(a: Columns, b: Columns) -> bool:
+    return a.skipped == b.skipped and all(
+        np.array_equal(x, y, equal_nan=True) for x, y in (
+            (a.episode, b.episode), (a.trial, b.trial), (a.phase, b.phase),
+            (a.status, b.status), (a.reward, b.reward), (a.completion, b.completion),
+            (a.elapsed_ms, b.elapsed_ms)))
+
 
 @dataclass
 class _Cached:
@@ -41,6 +131,8 @@ class _Cached:
     last_modified: float
     columns: Columns
     mark: Mark | None  # where new records would go, for reading only the tail next time
+    tails: int = 0  # tail reads since the last full read
+    verified: float = 0.0  # monotonic time of the last full read
 
 
 @dataclass(frozen=True)
@@ -85,12 +177,19 @@ class ModelWatcher:
 
     def __init__(self, model: ModelConfig, store: ObjectStore, settings: DeriveSettings,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 large_reads: LargeReads | None = None) -> None:
         self.model = model
-        self._store = store
+        self._tracked = _Tracked(store, monotonic)
+        self._store: ObjectStore = self._tracked
         self._settings = settings
+        self._rederive = False
         self._clock = clock
         self._monotonic = monotonic
+        self._large = large_reads or LargeReads()
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self._overdue_counted = False
         self._objects: dict[str, _Cached] = {}
         self._side: dict[str, _Side] = {}
         self._runs: dict[str, tuple[str, extras.EvaluationRun]] = {}
@@ -110,8 +209,17 @@ class ModelWatcher:
     def source(self) -> str:
         return "s3" if self.model.bucket is not None else "directory"
 
+    def reconfigure(self, settings: DeriveSettings) -> None:
+        """New settings from the next refresh on; a change of a derivation setting re-derives
+        the cached columns then, without downloading anything again."""
+        if settings.derivation() != self._settings.derivation():
+            self._rederive = True
+        self._settings = settings
+
     def refresh(self) -> ModelSnapshot:
         started = self._monotonic()
+        with self._lock:
+            self._started, self._overdue_counted = started, False
         error: str | None = None
         try:
             self._refresh()
@@ -119,20 +227,52 @@ class ModelWatcher:
             if self._log.recovered("refresh"):
                 log.info("model %s: refresh recovered", self.model.name)
         except (SourceError, MetricsFileError) as exc:
-            self._errors[exc.reason] += 1
+            self._count(exc.reason)
             error = f"{exc.reason}: {exc}"
             self._log_failure(exc.reason, error)
         except Exception as exc:  # a bug on one model's data must not stop the others
-            self._errors["other"] += 1
+            self._count("other")
             error = f"other: {type(exc).__name__}: {exc}"
             if self._log.failed("refresh", "other"):
                 log.exception("model %s: unexpected refresh failure (keeping last good data)",
                               self.model.name)
-        return self._snapshot(error, self._monotonic() - started)
+        with self._lock:
+            self._started = None
+            return self._snapshot(error, self._monotonic() - started)
+
+    def _count(self, reason: str) -> None:
+        with self._lock:
+            self._errors[reason] += 1
+
+    def deadline_in(self) -> float | None:
+        """Seconds left for the store call running now (None: none is running)."""
+        until = self._tracked.busy_until
+        return None if until is None else until - self._monotonic()
+
+    def overdue(self) -> bool:
+        """True while a refresh is stuck in a store call past that call's deadline."""
+        left = self.deadline_in()
+        return left is not None and left < 0
+
+    def timed_out(self) -> ModelSnapshot:
+        """The snapshot of a refresh past its deadline: failing with reason `timeout` (counted
+        once per stuck refresh), the last good data kept, while its thread is still stuck."""
+        with self._lock:
+            started = self._started if self._started is not None else self._monotonic()
+            elapsed = self._monotonic() - started
+            error = (f"timeout: refresh stuck for {elapsed:.0f}s, past the deadline of "
+                     f"{self._tracked.busy_with}")
+            if not self._overdue_counted:
+                self._overdue_counted = True
+                self._errors["timeout"] += 1
+            snap = self._snapshot(error, elapsed)
+        self._log_failure("timeout", error)
+        return snap
 
     def placeholder(self) -> ModelSnapshot:
         """What is served for a model whose first refresh has not finished yet."""
-        return self._snapshot("pending: first refresh still running", 0.0)
+        with self._lock:
+            return self._snapshot("pending: first refresh still running", 0.0)
 
     def _snapshot(self, error: str | None, duration: float) -> ModelSnapshot:
         return ModelSnapshot(
@@ -165,7 +305,7 @@ class ModelWatcher:
                         self.model.name, error, kept)
 
     def _refresh(self) -> None:
-        changed = self._derived is None
+        changed = self._derived is None or self._rederive
         fresh: dict[str, _Cached] = {}
         runs: dict[str, tuple[str, extras.EvaluationRun]] = {}
         rounds: list[RoundInput] = []
@@ -182,10 +322,12 @@ class ModelWatcher:
             for index, key in sorted(selected.items()):
                 obj = listing[key]
                 cached = self._objects.get(key)
-                if cached is not None and cached.etag == obj.etag:
+                if (cached is not None and cached.etag == obj.etag
+                        and not self._verification_due(cached)):
                     self._unchanged += 1
                 else:
-                    cached = self._fetch(obj, cached)
+                    with self._large.hold(obj.size):
+                        cached = self._fetch(obj, cached)
                     changed = True
                 fresh[key] = cached
                 newest = max(newest, obj.last_modified)
@@ -199,6 +341,7 @@ class ModelWatcher:
         if set(fresh) != set(self._objects):
             changed = True
         if changed:
+            self._rederive = False
             self._derived = derive(rounds, rolling_window=self._settings.rolling_window,
                                    max_iterations=self._settings.max_iterations,
                                    top_laps=self._settings.top_laps)
@@ -252,7 +395,7 @@ class ModelWatcher:
     def _side_failure(self, key: str, exc: SourceError | MetricsFileError) -> None:
         """A side object (evaluation run, metadata, checkpoints) that cannot be read is counted
         and logged, but does not fail the model: its training numbers are still good."""
-        self._errors[exc.reason] += 1
+        self._count(exc.reason)
         if self._log.failed(("side", key), exc.reason):
             log.warning("model %s: %s: %s: %s; its last good value is kept", self.model.name,
                         exc.reason, self._store.describe(key), exc)
@@ -287,11 +430,13 @@ class ModelWatcher:
             raise SourceError("too_large", f"{self._store.describe(key)}: {obj.size} bytes is "
                               f"over the max_object_bytes limit of "
                               f"{self._settings.max_object_bytes}")
-        if cached is not None and cached.mark is not None and obj.size > cached.mark.size:
+        if (cached is not None and cached.mark is not None and obj.size > cached.mark.size
+                and cached.tails < VERIFY_TAILS):
             grown = self._fetch_tail(obj, cached, cached.mark)
             if grown is not None:
                 return grown
-        got = self._store.get(key, cached.etag if cached else None,
+        # An object built from tail reads is read in full, unconditionally: the verification.
+        got = self._store.get(key, cached.etag if cached and not cached.tails else None,
                               self._settings.max_object_bytes)
         if got.body is None and cached is not None:
             self._not_modified += 1
@@ -309,7 +454,14 @@ class ModelWatcher:
             log.info("model %s: %s went back to episode %d (training restarted on this "
                      "prefix); starting over from the new data", self.model.name,
                      self._store.describe(key), int(columns.episode.max()))
-        return _Cached(got.etag, got.last_modified, columns, mark)
+        if cached is not None and cached.tails and not _same(columns, cached.columns):
+            log.info("model %s: %s differs from what its last %d tail read(s) built (rewritten "
+                     "in place); replaced by this full read", self.model.name,
+                     self._store.describe(key), cached.tails)
+        return _Cached(got.etag, got.last_modified, columns, mark, 0, self._monotonic())
+
+    def _verification_due(self, cached: _Cached) -> bool:
+        return cached.tails > 0 and self._monotonic() - cached.verified >= VERIFY_SECONDS
 
     def _fetch_tail(self, obj: ObjectInfo, cached: _Cached, mark: append.Mark) -> _Cached | None:
         """Read only what was appended since the last read; None when a full read is needed."""
@@ -323,4 +475,4 @@ class ModelWatcher:
         self._tail += 1
         records, new_mark = found
         return _Cached(got.etag, got.last_modified, append.concat(cached.columns, records),
-                       new_mark)
+                       new_mark, cached.tails + 1, cached.verified)
