@@ -403,6 +403,7 @@ FAMILIES: tuple[Family, ...] = (
         name="deepracer_exporter_last_refresh_success_timestamp_seconds", type="gauge",
         section="health", labels=MODEL, unit="seconds",
         help="Unix time of the model's last successful refresh.",
+        doc="Unix time of the last successful refresh",
         values=lambda _s, m: _one(m.health.last_success)),
     ModelFamily(
         name="deepracer_exporter_refresh_errors_total", type="counter", section="health",
@@ -446,7 +447,7 @@ FAMILIES: tuple[Family, ...] = (
         values=lambda s: [((src,), 1 if ok else 0) for src, ok in s.discovery]),
     ExporterFamily(
         name="deepracer_exporter_build_info", type="gauge", section="health",
-        labels=("version",), help="Exporter version (always 1).", doc=" ",
+        labels=("version",), help="Exporter version (always 1).",
         values=lambda _s: [((__version__,), 1)]),
 )
 
@@ -491,7 +492,8 @@ def _iteration_text() -> str:
         f"evaluation, plus one per further outcome that occurred\n({t + e + 2} with two "
         f"outcomes per phase); `full` exports {full} stat series per phase instead of\n"
         f"{t - 3} and {e - 3}. A model idle for longer than `history_max_age` (default 7d) "
-        "exports none of these\nfamilies (see `deepracer_model_iteration_history`).")
+        "exports none of these\nfamilies (see `deepracer_model_iteration_history`). Lower "
+        "`max_iterations` for many models\n(`shard` spreads them over several exporters).")
 
 
 def _table(families: Sequence[Family], marker: str) -> list[str]:
