@@ -92,7 +92,7 @@ def model_path(name: str) -> str:
 @dataclass(frozen=True)
 class _Rendered:
     snapshot: Snapshot | None
-    pages: dict[str, Page]
+    pages: dict[str | None, Page]  # model name -> page; None -> the list of models
 
 
 class Pages:
@@ -105,8 +105,9 @@ class Pages:
 
     def get(self, snapshot: Snapshot | None, path: str) -> Page | None:
         """The page at `path` (without query) for this snapshot; None when `path` is no page."""
+        key: str | None
         if path == "/":
-            key = ""
+            key = None
         elif path.startswith(MODELS_PATH):
             key = unquote(path[len(MODELS_PATH):])
         else:
@@ -125,8 +126,8 @@ class Pages:
         if snapshot is None:
             return Page.html(503, _document("DeepRacer models", "<p>Starting up.</p>",
                                             _MIN_REFRESH_SECONDS))
-        model = next((m for m in snapshot.models if m.name == key), None) if key else None
-        if key and model is None:
+        model = next((m for m in snapshot.models if m.name == key), None)
+        if key is not None and model is None:
             return _NOT_FOUND  # not kept: made-up names must not fill the cache
         with self._lock:  # one render; concurrent viewers wait for it instead of repeating it
             page = rendered.pages.get(key)
