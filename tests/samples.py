@@ -67,14 +67,14 @@ def _download(into: Path) -> Path:
     return sdist
 
 
-def _verify(sdist: Path) -> None:
+def verify_sdist(sdist: Path) -> None:
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     if digest != SDIST_SHA256:
         raise SampleDataError(f"{sdist.name} has sha256 {digest}, expected {SDIST_SHA256}: "
                               f"refusing to use it as sample data")
 
 
-def _unpack(sdist: Path, into: Path) -> None:
+def unpack_logs(sdist: Path, into: Path) -> None:
     """Unpack the logs folder only, without its leading path, refusing unsafe members."""
     with tarfile.open(sdist) as tar:
         members = []
@@ -107,9 +107,9 @@ def sample_logs(cache: Path | None = None) -> Path:
             return logs
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
             sdist = _download(Path(tmp))
-            _verify(sdist)
+            verify_sdist(sdist)
             staged = Path(tmp) / "unpacked"
-            _unpack(sdist, staged / "logs")
+            unpack_logs(sdist, staged / "logs")
             (staged / ".complete").write_text(SDIST_SHA256)
             shutil.rmtree(target, ignore_errors=True)
             staged.rename(target)
