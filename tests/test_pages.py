@@ -369,6 +369,7 @@ def test_fifty_page_viewers_do_not_disturb_metrics(running: tuple[Exporter, Trai
     out, _ = load.communicate(timeout=60)
     scraper.join(timeout=30)
     summary = wrk_summary(out)
+    print(f"\n50 page viewers (wrk): {summary}; /metrics scrapes meanwhile: {len(scrapes)}")
     assert load.returncode == 0, out
     assert summary["requests"] >= 50 and summary["socket_errors"] == 0, out
     assert summary["non_2xx"] == 0, out
@@ -376,3 +377,40 @@ def test_fifty_page_viewers_do_not_disturb_metrics(running: tuple[Exporter, Trai
     assert len(scrapes) >= 2
     for samples in scrapes:
         assert value(samples, "deepracer_exporter_models") == len(SPECS)
+
+
+def test_real_sample_evaluation_runs_and_charts(s3: Any, bucket: str, s3_endpoint: str,
+                                                samples: Path, chromium: Chromium) -> None:
+    """A real DRfC model (the shared sample, three evaluation runs): its charts and its
+    evaluation-run table show what /metrics exports."""
+    from conftest import upload_dir
+
+    upload_dir(s3, bucket, samples / "sample-drfc-1-logs", "sample")
+    config = config_from(s3_yaml(s3_endpoint) + "listen: 127.0.0.1:0\nrefresh_interval: 1h\n"
+                         + models_yaml(bucket, {"sample": "sample"}))
+    exporter = exporter_for(config)
+    exporter.start()
+    try:
+        got = metrics(exporter)
+        dom = chromium.dom(url(exporter, "/models/sample"))
+        for chart_id, keys in CHARTS.items():
+            series = plotted(dom.find("div", id=chart_id))
+            assert set(series) == keys
+            for key, points in series.items():
+                assert points and points == exported(got, "sample", key), f"{chart_id} {key}"
+        rows = dom.find("table", id="evaluations").find("tbody").find_all("tr")
+        assert len(rows) == value(got, "deepracer_evaluation_runs", model="sample") == 3
+        for row in rows:
+            run, _, trials, laps, completion, best, mean, *_ = (c.text for c in
+                                                                row.find_all("td"))
+            labels = {"model": "sample", "run": run}
+            assert int(trials) == value(got, "deepracer_evaluation_trials", **labels)
+            assert int(laps) == value(got, "deepracer_evaluation_completed_laps", **labels)
+            ratio = value(got, "deepracer_evaluation_completion_ratio", **labels)
+            assert completion == f"{ratio * 100:.1f}%"
+            lap = {dict(k)["stat"]: v for k, v in
+                   pick(got, "deepracer_evaluation_lap_seconds", **labels).items()}
+            assert (best, mean) == ((f"{lap['min']:.3f} s", f"{lap['mean']:.3f} s") if lap
+                                    else ("\u2014", "\u2014"))
+    finally:
+        exporter.stop()
