@@ -164,38 +164,39 @@ def parse_simtrace(body: bytes) -> StepColumns:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _malformed(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        header = [name.strip() for name in next(reader, [])]
+        index = {name: i for i, name in enumerate(header)}
+        missing = [c for c in REQUIRED_COLUMNS if c not in index]
+        if missing:
+            raise _malformed(f"no column {', '.join(missing)} in the header")
+        names = [*REQUIRED_COLUMNS, *([WALL_CLOCK] if WALL_CLOCK in index else [])]
+        wanted = [index[n] for n in names]
+        values: list[list[str]] = [[] for _ in names]  # only these columns are kept
+        width = len(header)
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != width:
+                raise _malformed(f"row {reader.line_num} has {len(row)} fields, the header "
+                                 f"{width}")
+            for out, i in zip(values, wanted, strict=True):
+                out.append(row[i])
     except csv.Error as exc:
         raise _malformed(str(exc)) from None
-    if not rows:
-        raise _malformed("no header")
-    header = [name.strip() for name in rows[0]]
-    index = {name: i for i, name in enumerate(header)}
-    missing = [c for c in REQUIRED_COLUMNS if c not in index]
-    if missing:
-        raise _malformed(f"no column {', '.join(missing)} in the header")
-    width = len(header)
-    records = [r for r in rows[1:] if r]
-    for number, row in enumerate(records, start=2):
-        if len(row) != width:
-            raise _malformed(f"row {number} has {len(row)} fields, the header {width}")
-    if not records:
+    if not values[0]:
         raise _malformed("no rows")
-
-    def column(name: str) -> list[str]:
-        i = index[name]
-        return [r[i] for r in records]
-
-    episode = _numbers(column("episode"), "episode")
+    column = dict(zip(names, values, strict=True))
+    episode = _numbers(column["episode"], "episode")
     if not np.all(episode == np.floor(episode)):
         raise _malformed("column episode has a value that is not a whole number")
-    wall = _numbers(column(WALL_CLOCK), WALL_CLOCK, allow_empty=True) \
+    wall = _numbers(column[WALL_CLOCK], WALL_CLOCK, allow_empty=True) \
         if WALL_CLOCK in index else None
-    prepare = np.array([s.strip().lower() == "prepare" for s in column("episode_status")],
+    prepare = np.array([s.strip().lower() == "prepare" for s in column["episode_status"]],
                        dtype=np.bool_)
-    return StepColumns(episode=episode.astype(np.int64), steps=_numbers(column("steps"), "steps"),
-                       tstamp=_numbers(column("tstamp"), "tstamp"), prepare=prepare,
+    return StepColumns(episode=episode.astype(np.int64), steps=_numbers(column["steps"], "steps"),
+                       tstamp=_numbers(column["tstamp"], "tstamp"), prepare=prepare,
                        wall_clock=wall)
 
 
