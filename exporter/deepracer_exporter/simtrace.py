@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -172,22 +173,22 @@ def parse_simtrace(body: bytes) -> StepColumns:
         if missing:
             raise _malformed(f"no column {', '.join(missing)} in the header")
         names = [*REQUIRED_COLUMNS, *([WALL_CLOCK] if WALL_CLOCK in index else [])]
-        wanted = [index[n] for n in names]
-        values: list[list[str]] = [[] for _ in names]  # only these columns are kept
+        pick = operator.itemgetter(*(index[n] for n in names))
         width = len(header)
+        kept: list[tuple[str, ...]] = []  # only the needed fields of each row
         for row in reader:
-            if not row:
-                continue
             if len(row) != width:
+                if not row:
+                    continue
                 raise _malformed(f"row {reader.line_num} has {len(row)} fields, the header "
                                  f"{width}")
-            for out, i in zip(values, wanted, strict=True):
-                out.append(row[i])
+            kept.append(pick(row))
     except csv.Error as exc:
         raise _malformed(str(exc)) from None
-    if not values[0]:
+    if not kept:
         raise _malformed("no rows")
-    column = dict(zip(names, values, strict=True))
+    column = {n: list(v) for n, v in zip(names, zip(*kept, strict=True), strict=True)}
+    del kept
     episode = _numbers(column["episode"], "episode")
     if not np.all(episode == np.floor(episode)):
         raise _malformed("column episode has a value that is not a whole number")
