@@ -20,10 +20,16 @@ TEST_FILES = sorted((PROM_DIR / "tests").glob("*.yml"))
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 CONTAINER_RULES = "/etc/prometheus/rules/*.yml"
 SEVERITIES = {"critical", "warning", "info"}
+GRAFANA = "http://localhost:3000"
 DASHBOARD_URL = re.compile(
-    r"^http://localhost:3000/d/(deepracer-training\?var-model=\{\{ \$labels\.model \| urlquery \}\}"
-    r"|deepracer-overview)$"
+    rf"^{GRAFANA}/d/(?P<uid>[\w-]+)"
+    r"(?:\?var-(?P<var>\w+)=\{\{ \$labels\.(?P<label>\w+) \| urlquery \}\})?$"
 )
+RUNBOOK_BASE = "https://github.com/deepracer-exporter/deepracer-exporter/blob/main/docs/alerts.md"
+DASHBOARDS = REPO / "grafana" / "dashboards"
+# Files whose Prometheus scrape examples users copy, besides the compose stack's prometheus.yml.
+DOCS_WITH_SCRAPE_EXAMPLES = [REPO / "docs" / "security.md", REPO / "docs" / "bench.md"]
+EXPORTER_PORT = ":9877"
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +45,18 @@ def run_promtool(promtool: str, *args: str | Path) -> str:
     return output
 
 
+def all_rules() -> list[dict[str, Any]]:
+    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"]]
+
+
 def alert_rules() -> list[dict[str, Any]]:
-    rules = []
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            rules += [rule for rule in group["rules"] if "alert" in rule]
-    return rules
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 def test_files_exist() -> None:
@@ -102,8 +114,6 @@ def test_every_alert_has_severity_summary_description_and_dashboard() -> None:
         for key in ("summary", "description"):
             if not str(annotations.get(key, "")).strip():
                 problems.append(f"{name}: missing {key} annotation")
-        if not DASHBOARD_URL.match(annotations.get("dashboard_url", "")):
-            problems.append(f"{name}: dashboard_url not a deepracer-training/overview link")
         if "model" in annotations.get("dashboard_url", "") and "$labels.model" not in (
             annotations.get("description", "")
         ):
@@ -113,11 +123,13 @@ def test_every_alert_has_severity_summary_description_and_dashboard() -> None:
     assert problems == []
 
 
-def test_every_alert_states_its_thresholds_in_a_comment() -> None:
+def test_every_rule_states_its_thresholds_in_a_comment() -> None:
+    """Recording rules included (issue 19): a reader looks for "Tune:" above every rule."""
+    seen = 0
     for path in RULE_FILES:
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
-            match = re.match(r"\s*- alert: (\S+)", line)
+            match = re.match(r"\s*- (?:alert|record): (\S+)", line)
             if not match:
                 continue
             comments = []
@@ -126,6 +138,8 @@ def test_every_alert_states_its_thresholds_in_a_comment() -> None:
                 comments.append(lines[j])
                 j -= 1
             assert any("Tune:" in c for c in comments), f"{match[1]}: no '# Tune:' comment"
+            seen += 1
+    assert seen == len(all_rules())
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
@@ -145,3 +159,104 @@ def test_every_alert_is_documented() -> None:
     doc = ALERTS_DOC.read_text()
     missing = [r["alert"] for r in alert_rules() if f"## {r['alert']}" not in doc]
     assert missing == []
+
+
+# --- where alerts send the user ------------------------------------------------------------------
+
+
+def _dashboard_variables() -> dict[str, set[str]]:
+    import json
+
+    boards = [json.loads(p.read_text()) for p in DASHBOARDS.glob("*.json")]
+    return {b["uid"]: {v["name"] for v in b["templating"]["list"]} for b in boards}
+
+
+def test_every_alert_links_its_runbook_and_dashboard() -> None:
+    """runbook_url: the alert's own section of docs/alerts.md; dashboard_url: a provisioned
+    dashboard, with the alert's model selected when the alert is about one model."""
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", ALERTS_DOC.read_text(), re.M)}
+    variables = _dashboard_variables()
+    for rule in alert_rules():
+        name, annotations = rule["alert"], rule["annotations"]
+        base, _, anchor = annotations["runbook_url"].partition("#")
+        assert base == RUNBOOK_BASE, name
+        assert anchor == github_anchor(name) and anchor in anchors, (name, anchor)
+        link = DASHBOARD_URL.match(annotations["dashboard_url"])
+        assert link, (name, annotations["dashboard_url"])
+        assert link["uid"] in variables, (name, link["uid"])
+        per_model = "model" in re.sub(r"\{[^}]*\}", "", rule["expr"]) or "$labels.model" in (
+            annotations["summary"] + annotations["description"])
+        if per_model:
+            assert link["uid"] == "deepracer-training", name
+            assert (link["var"], link["label"]) == ("model", "model"), name
+            assert "model" in variables[link["uid"]]
+        else:
+            assert link["var"] is None, name
+
+
+# --- how the exporter's targets are selected ----------------------------------------------------
+
+
+def exporter_jobs() -> set[tuple[str, str]]:
+    """(job name, file) of every exporter scrape job in prometheus.yml and the docs' examples."""
+    jobs = set()
+    configs = [(CONFIG.name, yaml.safe_load(CONFIG.read_text()))]
+    for doc in DOCS_WITH_SCRAPE_EXAMPLES:
+        for block in re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S):
+            if "scrape_configs:" in block:
+                configs.append((doc.name, yaml.safe_load(block)))
+    for where, config in configs:
+        for job in config["scrape_configs"]:
+            targets = [t for c in job.get("static_configs", []) for t in c["targets"]]
+            if any(t.endswith(EXPORTER_PORT) for t in targets):
+                jobs.add((job["job_name"], where))
+    return jobs
+
+
+def down_annotations(job: str) -> dict[str, str]:
+    return {
+        "summary": "deepracer-exporter is not being scraped.",
+        "description": f"Prometheus cannot scrape the exporter at exporter:9877 (job {job}) since "
+        "5m. No DeepRacer alert can fire while it is down.",
+        "dashboard_url": f"{GRAFANA}/d/deepracer-overview",
+        "runbook_url": f"{RUNBOOK_BASE}#deepracerexporterdown",
+    }
+
+
+def test_no_rule_names_a_scrape_job() -> None:
+    for rule in all_rules():
+        assert not re.search(r"\bjob\s*=", rule["expr"]), rule
+
+
+def test_exporter_down_fires_for_every_documented_job_name(promtool: str,
+                                                           tmp_path: Path) -> None:
+    """Whatever job name the docs or the compose stack give the exporter, a target of it that
+    goes down pages, and one that stays up does not."""
+    found = exporter_jobs()
+    assert {"security.md", "bench.md", CONFIG.name} <= {where for _, where in found}, found
+    tests = []
+    for job in sorted({job for job, _ in found}):
+        target = f'job="{job}",instance="exporter:9877"'
+        tests.append({
+            "name": f"exporter down under job {job}",
+            "interval": "1m",
+            "input_series": [
+                {"series": f"up{{{target}}}", "values": "1x4 0x20"},
+                {"series": f'deepracer_exporter_build_info{{{target},version="1"}}',
+                 "values": "1x4 _x20"},
+                {"series": f'up{{job="{job}",instance="other:9877"}}', "values": "1x24"},
+                {"series": f'deepracer_exporter_build_info{{job="{job}",instance="other:9877",'
+                           'version="1"}', "values": "1x24"},
+            ],
+            "alert_rule_test": [{"eval_time": "10m", "alertname": "DeepRacerExporterDown",
+                                 "exp_alerts": [{"exp_labels": {
+                                     "severity": "critical", "job": job,
+                                     "instance": "exporter:9877"},
+                                     "exp_annotations": down_annotations(job)}]}],
+        })
+    path = tmp_path / "jobs.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(p) for p in RULE_FILES],
+                                    "evaluation_interval": "1m", "tests": tests}))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
