@@ -20,6 +20,8 @@ from .config import IterationStats as IterationStatSelection
 from .derive import STATS, Derived, IterationStats
 from .parse import PHASES, STATUSES
 from .snapshot import ModelSnapshot, Snapshot
+from .telegraf_listener import RESULTS as PUSH_RESULTS
+from .telegraf_listener import PolicyState
 
 Sample = tuple[tuple[str, ...], float]  # label values in the family's label order, value
 
@@ -40,6 +42,10 @@ SECTIONS = {
         "are exported. A trial counts\nas a completed lap when its completion is 100 % (in a "
         "continuous evaluation every lap but the last\nis written \"In progress\") or its "
         "status is \"Lap complete\".")),
+    "policy": ("metrics", "Policy training, from DRfC's metrics push (optional)", (
+        "Only with `telegraf: {listen: ...}` and DRfC's `DR_TELEGRAF_HOST` pointing at the "
+        "exporter (see\n\"Policy metrics from DRfC's push\" below); matched to a model by its "
+        "latest round's prefix.")),
     "health": ("health", "Exporter health", ""),
 }
 
@@ -153,6 +159,22 @@ def _checkpoints_updated(m: ModelSnapshot) -> list[Sample]:
     if m.extras.checkpoints is None:
         return []
     return _one(m.extras.checkpoints_updated)
+
+
+def _pushed(fn: Callable[[PolicyState], Iterable[Sample]]
+            ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """A value from what DRfC's containers pushed for the model; none without a push."""
+    def values(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
+        state = s.pushed(m)
+        return fn(state) if state is not None else ()
+    return values
+
+
+def _iteration_entropy(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
+    state = s.pushed(m)
+    if state is None or not m.history_exported(s.created):
+        return ()
+    return [((str(iteration),), entropy) for iteration, entropy in state.iteration_entropy]
 
 
 def _requests(m: ModelSnapshot) -> list[Sample]:
@@ -387,6 +409,41 @@ FAMILIES: tuple[Family, ...] = (
         help="LastModified of model/deepracer_checkpoints.json, Unix seconds.",
         doc="LastModified of that file: when the trainer last saved a checkpoint",
         values=lambda _s, m: _checkpoints_updated(m)),
+    # -- policy training (DRfC's metrics push) ----------------------------------------------
+    ModelFamily(
+        name="deepracer_policy_entropy", type="gauge", section="policy", labels=MODEL,
+        help="Entropy of the policy at the latest policy-training epoch (pushed by the trainer).",
+        doc="the trainer's entropy at the latest epoch; it should fall steadily while the "
+            "policy learns",
+        values=_pushed(lambda p: _one(p.entropy))),
+    ModelFamily(
+        name="deepracer_policy_kl_divergence", type="gauge", section="policy", labels=MODEL,
+        help="KL divergence between the old and new policy at the latest epoch.",
+        values=_pushed(lambda p: _one(p.kl_divergence))),
+    ModelFamily(
+        name="deepracer_policy_surrogate_loss", type="gauge", section="policy", labels=MODEL,
+        help="PPO surrogate loss at the latest policy-training epoch.",
+        values=_pushed(lambda p: _one(p.surrogate_loss))),
+    ModelFamily(
+        name="deepracer_policy_epochs_total", type="counter", section="policy", labels=MODEL,
+        help="Policy-training epochs received since the exporter started.",
+        values=_pushed(lambda p: _one(p.epochs))),
+    ModelFamily(
+        name="deepracer_policy_last_epoch_timestamp_seconds", type="gauge", section="policy",
+        labels=MODEL, unit="seconds", help="Unix time the latest epoch was received.",
+        values=_pushed(lambda p: _one(p.last_epoch_time))),
+    ModelFamily(
+        name="deepracer_iteration_policy_entropy", type="gauge", section="policy",
+        labels=("model", "iteration"),
+        help="Mean entropy over the policy-training epochs that followed the iteration.",
+        doc="mean entropy of the policy update after each training iteration (the iteration is "
+            "the model's latest one when the update starts); follows `history_max_age` like "
+            "the other per-iteration families",
+        values=_iteration_entropy),
+    ModelFamily(
+        name="deepracer_push_episodes_total", type="counter", section="policy", labels=MODEL,
+        help="Episode lines pushed by the simulator since the exporter started.",
+        values=_pushed(lambda p: _one(p.episodes))),
     # -- exporter health -------------------------------------------------------------------
     ModelFamily(
         name="deepracer_exporter_refresh_success", type="gauge", section="health",
@@ -445,6 +502,18 @@ FAMILIES: tuple[Family, ...] = (
         doc="1 if the last listing of a `discover` entry succeeded (`source` is "
             "`s3://bucket/prefix` or the directory)",
         values=lambda s: [((src,), 1 if ok else 0) for src, ok in s.discovery]),
+    ExporterFamily(
+        name="deepracer_exporter_push_lines_total", type="counter", section="health",
+        labels=("result",), help="Lines received on the metrics-push listener, by result.",
+        doc="lines received on the `telegraf` listener: `policy` and `episode` (used), "
+            "`other_measurement`, `malformed`, `too_long`, `model_limit` (more model tags than "
+            "held), `rate_limited` (dropped); only when the listener is on",
+        values=lambda s: [] if s.push is None else [((r,), s.push.lines.get(r, 0))
+                                                    for r in PUSH_RESULTS]),
+    ExporterFamily(
+        name="deepracer_exporter_push_unmatched_models", type="gauge", section="health",
+        labels=(), help="Model tags pushed that match no watched model's latest prefix.",
+        values=lambda s: [] if s.push is None else [((), s.unmatched_push_models())]),
     ExporterFamily(
         name="deepracer_exporter_build_info", type="gauge", section="health",
         labels=("version",), help="Exporter version (always 1).",

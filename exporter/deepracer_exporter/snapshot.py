@@ -9,6 +9,7 @@ from .config import DEFAULT_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import Derived
 from .extras import Checkpoints, EvaluationRun
+from .telegraf_listener import PolicyState, PushState
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,16 @@ class Snapshot:
     rolling_window: int
     created: float
     iteration_stats: IterationStatSelection = DEFAULT_ITERATION_STATS  # (phase, family, stats)
+    push: PushState | None = None  # DRfC's metrics push, when the UDP listener is on
+
+    def pushed(self, model: ModelSnapshot) -> PolicyState | None:
+        """What DRfC's containers pushed for the model: they tag it with the S3 prefix they
+        write to, so it is matched to the model's latest round."""
+        return self.push.models.get(model.prefix) if self.push is not None else None
+
+    def unmatched_push_models(self) -> int:
+        """Model tags pushed that match no watched model (their data is kept, bounded, in case
+        the model is found later, but not exported)."""
+        if self.push is None:
+            return 0
+        return len(set(self.push.models) - {m.prefix for m in self.models})
