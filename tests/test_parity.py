@@ -125,7 +125,9 @@ def test_every_number_matches_deepracer_utils(s3: Any, bucket: str, s3_endpoint:
             hyper = files[0].parent.parent / "ip/hyperparameters.json"
             upload_round(s3, bucket, prefix, files, hyper if hyper.exists() else None)
         models.append(f"  - name: {name}\n    bucket: {bucket}\n    rounds: {prefixes}\n")
-    config = config_from(s3_yaml(s3_endpoint) + "models:\n" + "".join(models))
+    # Every statistic of getSummary is compared, so every one is exported.
+    config = config_from(s3_yaml(s3_endpoint) + "iteration_stats: full\nmodels:\n"
+                         + "".join(models))
     got = refresh(exporter_for(config))
     for name, rounds in cases.items():
         tm = load_reference(rounds)
