@@ -1,31 +1,54 @@
 #!/usr/bin/env python3
 """Generate the provisioned Grafana dashboards (grafana/dashboards/*.json).
 
-The JSON is committed; this script is its source. After editing, run
-`python grafana/generate_dashboards.py` and commit both. tests/test_dashboards.py fails when the
-committed JSON differs from what this script produces.
+The JSON is committed and is what Grafana provisions; this script, built on Grafana's typed
+builders (grafana-foundation-sdk, Grafana 11 build; a development dependency), is its source.
+After editing, run `python grafana/generate_dashboards.py` and commit both:
+tests/test_dashboards.py fails when they differ.
 
-Target: Grafana 11.3+ (dashboard schemaVersion 39, the XY chart with `mapping`/`series` matchers).
-Per-iteration charts use instant table queries, so their x axis is the iteration number (a label
-converted to a number by a transformation), not wall time.
+Layout is computed: each section is a row followed by panels of given width and height that the
+SDK flows left to right (each line fills the 24 grid columns); ids are numbered in that order.
+Every panel and variable queries the `datasource` variable (defaulting to the provisioned uid), so
+the JSON imports into any Grafana; `job` selects among several exporter scrape jobs.
+Alert thresholds the dashboards show are read out of prometheus/rules/deepracer.yml, their one
+place. Per-iteration charts use instant table queries of the default per-iteration series, so
+their x axis is the iteration (a label turned into a number), not wall time.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DS = {"type": "prometheus", "uid": "deepracer-prometheus"}
-# The alert list panel selects its rules source by datasource *name* (provisioning/datasources).
-DS_NAME = "Prometheus"
-GRAFANA_VERSION = "11.3.0"
-SCHEMA_VERSION = 39
-OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+import yaml
+from grafana_foundation_sdk.builders import barchart, stat, table, timeseries, xychart
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus as pb
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as pm
+from grafana_foundation_sdk.models import xychart as xm
 
-# Fixed panel ids the integration tests rely on (see tests/dashboards.py).
-CONSOLE_CHART_ID = 2
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "grafana" / "dashboards"
+RULES = ROOT / "prometheus" / "rules" / "deepracer.yml"
+# Set on every panel: Grafana runs a panel's option migrations when it is missing or older.
+GRAFANA_VERSION = "11.6.0"
+DEFAULT_DATASOURCE_UID = "deepracer-prometheus"  # grafana/provisioning/datasources
+DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+JOB = 'job=~"$job"'
+TRAINING_UID = "deepracer-training"
+OVERVIEW_UID = "deepracer-overview"
+CONSOLE_CHART_TITLE = "Reward and completion (DeepRacer console)"
+WARN_SECONDS = 300  # "Since last update" turns orange (dashboard only)
 
 STATUS_COLORS = {
     "lap_complete": "green",
@@ -38,427 +61,8 @@ STATUS_COLORS = {
     "other": "text",
 }
 STAT_COLORS = {"mean": "blue", "median": "green", "max": "orange", "min": "purple"}
-# A model counts as stalled when its metrics have not changed for this long and it is not finished
-# (the DeepRacerTrainingStalled alert in prometheus/rules/deepracer.yml uses the same 15 min).
-STALL_SECONDS = 900
-WARN_SECONDS = 300
-
-Json = dict[str, Any]
-
-
-def target(ref: str, expr: str, *, instant: bool = False, legend: str = "") -> Json:
-    """A Prometheus query; instant ones come back as one table frame (labels become columns)."""
-    t: Json = {"datasource": DS, "refId": ref, "expr": expr, "editorMode": "code"}
-    if instant:
-        t.update({"instant": True, "range": False, "format": "table"})
-    else:
-        t.update({"instant": False, "range": True, "format": "time_series"})
-        t["legendFormat"] = legend or "__auto"
-    return t
-
-
-def grid(x: int, y: int, w: int, h: int) -> Json:
-    return {"x": x, "y": y, "w": w, "h": h}
-
-
-def row(pid: int, title: str, y: int) -> Json:
-    return {
-        "id": pid,
-        "type": "row",
-        "title": title,
-        "collapsed": False,
-        "gridPos": grid(0, y, 24, 1),
-        "panels": [],
-    }
-
-
-def override(matcher_id: str, options: Any, **props: Any) -> Json:
-    return {
-        "matcher": {"id": matcher_id, "options": options},
-        "properties": [{"id": k.replace("__", "."), "value": v} for k, v in props.items()],
-    }
-
-
-def fixed(color: str) -> Json:
-    return {"mode": "fixed", "fixedColor": color}
-
-
-def per_iteration(
-    pid: int,
-    title: str,
-    description: str,
-    pos: Json,
-    series: list[tuple[str, str, str, str, str]],
-    *,
-    unit: str = "none",
-    right_unit: str = "none",
-    right_refs: tuple[str, ...] = (),
-    y_label: str = "",
-    right_label: str = "",
-) -> Json:
-    """XY chart with the iteration on the x axis.
-
-    `series` items are (refId, expr, display name, color, show) where `show` is `points` or
-    `lines`. Each expr must return at most one value per iteration and keep the `iteration` and
-    `round` labels (e.g. `max by (round, iteration) (...)`): the round then shows in the tooltip.
-    Series in `right_refs` use `right_unit` on the right axis (the XY chart keys y scales by unit).
-    """
-    targets = []
-    overrides = [
-        override(
-            "byName",
-            "iteration",
-            custom__axisLabel="Iteration",
-            decimals=0,
-            unit="none",
-        )
-    ]
-    for ref, expr, name, color, show in series:
-        targets.append(target(ref, expr, instant=True))
-        props: Json = {"displayName": name, "color": fixed(color), "custom__show": show}
-        if ref in right_refs:
-            props.update(unit=right_unit, custom__axisPlacement="right")
-            props["custom__axisLabel"] = right_label
-        else:
-            props["custom__axisPlacement"] = "left"
-            props["custom__axisLabel"] = y_label
-        overrides.append(override("byFrameRefID", ref, **props))
-    return {
-        "id": pid,
-        "type": "xychart",
-        "title": title,
-        "description": description,
-        "pluginVersion": GRAFANA_VERSION,
-        "datasource": DS,
-        "gridPos": pos,
-        "targets": targets,
-        "transformations": [
-            {
-                "id": "convertFieldType",
-                "options": {
-                    "fields": {},
-                    "conversions": [{"targetField": "iteration", "destinationType": "number"}],
-                },
-            },
-            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "iteration"}]}},
-        ],
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "color": {"mode": "palette-classic"},
-                "custom": {
-                    "show": "points",
-                    "pointSize": {"fixed": 4},
-                    "pointShape": "circle",
-                    "pointStrokeWidth": 1,
-                    "lineWidth": 2,
-                    "lineStyle": {"fill": "solid"},
-                    "axisPlacement": "auto",
-                    "axisBorderShow": False,
-                    "hideFrom": {"legend": False, "tooltip": False, "viz": False},
-                },
-            },
-            "overrides": overrides,
-        },
-        "options": {
-            "mapping": "auto",
-            "series": [
-                {
-                    "x": {"matcher": {"id": "byName", "options": "iteration"}},
-                    "y": {"matcher": {"id": "byType", "options": "number"}},
-                }
-            ],
-            "legend": {
-                "showLegend": True,
-                "displayMode": "list",
-                "placement": "bottom",
-                "calcs": [],
-            },
-            "tooltip": {"mode": "single", "sort": "none"},
-        },
-    }
-
-
-def stat(
-    pid: int,
-    title: str,
-    description: str,
-    pos: Json,
-    targets: list[Json],
-    *,
-    unit: str = "none",
-    decimals: int | None = None,
-    thresholds: list[tuple[float | None, str]] | None = None,
-    mappings: list[Json] | None = None,
-    color_mode: str = "value",
-) -> Json:
-    # One frame per series (not one table frame) so that each series gets its own value.
-    for t in targets:
-        if t.get("instant"):
-            t["format"] = "time_series"
-    defaults: Json = {
-        "unit": unit,
-        "color": {"mode": "thresholds"},
-        "thresholds": {
-            "mode": "absolute",
-            "steps": [{"value": v, "color": c} for v, c in (thresholds or [(None, "text")])],
-        },
-        "mappings": mappings or [],
-    }
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    return {
-        "id": pid,
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "pluginVersion": GRAFANA_VERSION,
-        "datasource": DS,
-        "gridPos": pos,
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "orientation": "auto",
-            "textMode": "value_and_name" if len(targets) > 1 else "auto",
-            "colorMode": color_mode,
-            "graphMode": "none",
-            "justifyMode": "auto",
-            "wideLayout": True,
-            "showPercentChange": False,
-        },
-    }
-
-
-def value_map(values: dict[str, tuple[str, str]]) -> list[Json]:
-    return [
-        {
-            "type": "value",
-            "options": {
-                k: {"text": text, "color": color, "index": i}
-                for i, (k, (text, color)) in enumerate(values.items())
-            },
-        }
-    ]
-
-
-def timeseries(
-    pid: int,
-    title: str,
-    description: str,
-    pos: Json,
-    targets: list[Json],
-    *,
-    unit: str = "none",
-    draw: str = "line",
-    stack: bool = False,
-    interval: str | None = None,
-) -> Json:
-    panel: Json = {
-        "id": pid,
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "pluginVersion": GRAFANA_VERSION,
-        "datasource": DS,
-        "gridPos": pos,
-        "targets": targets,
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "color": {"mode": "palette-classic"},
-                "custom": {
-                    "drawStyle": draw,
-                    "lineInterpolation": "stepAfter",
-                    "lineWidth": 2,
-                    "fillOpacity": 30 if stack else 0,
-                    "showPoints": "never",
-                    "spanNulls": False,
-                    "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-                    "axisPlacement": "auto",
-                },
-            },
-            "overrides": [],
-        },
-        "options": {
-            "legend": {
-                "showLegend": True,
-                "displayMode": "list",
-                "placement": "bottom",
-                "calcs": [],
-            },
-            "tooltip": {"mode": "multi", "sort": "none"},
-        },
-    }
-    if interval:
-        panel["interval"] = interval
-    return panel
-
-
-def alert_list(pid: int, title: str, description: str, pos: Json, label_filter: str) -> Json:
-    """Firing/pending alerts of the rules Prometheus evaluates (datasource-managed, read-only)."""
-    return {
-        "id": pid,
-        "type": "alertlist",
-        "title": title,
-        "description": description,
-        "pluginVersion": GRAFANA_VERSION,
-        "gridPos": pos,
-        "options": {
-            "viewMode": "list",
-            "groupMode": "default",
-            "groupBy": [],
-            "maxItems": 20,
-            "sortOrder": 3,
-            "dashboardAlerts": False,
-            "alertName": "DeepRacer",
-            "alertInstanceLabelFilter": label_filter,
-            "datasource": DS_NAME,
-            "showInstances": True,
-            "showInactiveAlerts": False,
-            "stateFilter": {
-                "firing": True,
-                "pending": True,
-                "noData": False,
-                "normal": False,
-                "error": True,
-                "recovering": False,
-            },
-        },
-    }
-
-
-def dashboard(
-    uid: str,
-    title: str,
-    description: str,
-    panels: list[Json],
-    variables: list[Json],
-    links: list[Json],
-) -> Json:
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["deepracer"],
-        "editable": True,
-        "graphTooltip": 0,
-        "schemaVersion": SCHEMA_VERSION,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "timepicker": {},
-        "timezone": "browser",
-        "fiscalYearStartMonth": 0,
-        "liveNow": False,
-        "weekStart": "",
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "links": links,
-        "templating": {"list": variables},
-        "panels": panels,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Training dashboard: one model
-
-
-def m(metric: str, extra: str = "") -> str:
-    """`metric{model="$model", extra}` selector."""
-    sel = 'model="$model"' + (", " + extra if extra else "")
-    return f"{metric}{{{sel}}}"
-
-
-TRAINING = 'phase="training"'
-MEAN = 'stat="mean"'
-MIN = 'stat="min"'
-
-
-def label(name: str, value: str) -> str:
-    """`name="value"` matcher."""
-    return f'{name}="{value}"'
-
-
-def per_iter(metric: str, extra: str, scale: str = "") -> str:
-    return f"{scale}max by (round, iteration) ({m(metric, extra)})"
-
-
-def table(
-    pid: int,
-    title: str,
-    description: str,
-    pos: Json,
-    targets: list[Json],
-    transformations: list[Json],
-    overrides: list[Json],
-    *,
-    sort_by: list[Json] | None = None,
-) -> Json:
-    return {
-        "id": pid,
-        "type": "table",
-        "title": title,
-        "description": description,
-        "pluginVersion": GRAFANA_VERSION,
-        "datasource": DS,
-        "gridPos": pos,
-        "targets": targets,
-        "transformations": transformations,
-        "fieldConfig": {
-            "defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-            "overrides": overrides,
-        },
-        "options": {
-            "showHeader": True,
-            "cellHeight": "sm",
-            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
-            "sortBy": sort_by or [],
-        },
-    }
-
-
-def join_tables(key: str, refs: list[str], order: list[str], rename: dict[str, str]) -> list[Json]:
-    """Transformations that make one table row per `key` value out of instant table queries.
-
-    Each query's frame is (Time, labels..., "Value #<ref>"). Time is dropped from every frame
-    first (organize works per frame), then the frames are outer-joined on the `key` label: a
-    query without a value for some key leaves an empty cell. `order` lists the resulting columns
-    by their original names; the constant values of info metrics (not in `order`) are dropped.
-    """
-    drop = {"Time": True}
-    excluded = {
-        name: True for name in ("Value", *(f"Value #{r}" for r in refs)) if name not in order
-    }
-    return [
-        {
-            "id": "organize",
-            "options": {"excludeByName": drop, "indexByName": {}, "renameByName": {}},
-        },
-        {"id": "joinByField", "options": {"byField": key, "mode": "outer"}},
-        {
-            "id": "organize",
-            "options": {
-                "excludeByName": excluded,
-                "indexByName": {name: i for i, name in enumerate(order)},
-                "renameByName": rename,
-            },
-        },
-    ]
-
-
-# deepracer_evaluation_resets reasons, in the order of the evaluation runs table.
+# Default per-iteration stats of reward and completion (DECISIONS.md), points of plotProgress.
+PROGRESS_STATS = {"training": ("mean", "median", "max"), "evaluation": ("mean", "max")}
 RESET_REASONS = {
     "off_track": "Off track",
     "crashed": "Crashed",
@@ -485,1257 +89,992 @@ METADATA_COLUMNS = {
 }
 HYPERPARAMETER_INFO_COLUMNS = {"exploration_type": "Exploration", "loss_type": "Loss"}
 
+Json = dict[str, Any]
+PanelBuilder = Builder[dm.Panel]
 
-def evaluation_panels(y: int) -> tuple[list[Json], int]:
-    """Evaluation runs (metrics/evaluation/*.json): one table row per run, and the best lap."""
-    p: list[Json] = [row(60, "Evaluation runs", y)]
-    y += 1
-    ev = "deepracer_evaluation_"
-    columns: list[tuple[str, str, str, Json]] = [
-        # (refId, expr, column title, field config)
-        (
-            "A",
-            f"1000 * max by (run) ({m(ev + 'timestamp_seconds')})",
-            "Started",
-            {"unit": "dateTimeAsIso"},
-        ),
-        ("B", f"max by (run) ({m(ev + 'trials')})", "Trials", {"decimals": 0}),
-        ("C", f"max by (run) ({m(ev + 'completed_laps')})", "Completed laps", {"decimals": 0}),
-        (
-            "D",
-            f"max by (run) ({m(ev + 'completion_ratio')})",
-            "Completion",
-            {"unit": "percentunit", "decimals": 1},
-        ),
-        (
-            "E",
-            f"max by (run) ({m(ev + 'lap_seconds', MEAN)})",
-            "Mean lap",
-            {"unit": "s", "decimals": 3},
-        ),
-        (
-            "F",
-            f"max by (run) ({m(ev + 'lap_seconds', MIN)})",
-            "Best lap",
-            {"unit": "s", "decimals": 3},
-        ),
-    ]
-    for ref, (reason, title) in zip("GHIJ", RESET_REASONS.items(), strict=True):
-        columns.append(
-            (
-                ref,
-                f"sum by (run) ({m(ev + 'resets', label('reason', reason))})",
-                title,
-                {"decimals": 0},
-            )
+
+# --- thresholds: read out of the alert rules ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    stall_seconds: int  # DeepRacerTrainingStalled: no metrics write for longer than this
+    stall_window_seconds: int  # ... and one seen within this window (older: finished)
+    plateau_iterations: int  # DeepRacerProgressPlateau
+
+
+# alert -> (field, pattern with the number as group 1 and an optional unit as group 2)
+RULE_NUMBERS = {
+    "stall_seconds": ("DeepRacerTrainingStalled", r"_timestamp_seconds > 0\) > (\d+)()"),
+    "stall_window_seconds": ("DeepRacerTrainingStalled", r"nonzero\[(\d+)([smhd])\]\) > 0"),
+    "plateau_iterations": ("DeepRacerProgressPlateau", r"_iterations\{[^}]*\} >= (\d+)()"),
+}
+SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def rule_thresholds(path: Path = RULES) -> Thresholds:
+    """The numbers of the alert rules that the dashboards show too."""
+    exprs = {
+        rule["alert"]: rule["expr"]
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    found = {}
+    for name, (alert, pattern) in RULE_NUMBERS.items():
+        match = re.search(pattern, exprs[alert])
+        if not match:
+            raise ValueError(f"{path}: no {pattern!r} in {alert}; update RULE_NUMBERS")
+        found[name] = int(match.group(1)) * SECONDS[match.group(2)]
+    return Thresholds(**found)
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+def sel(metric: str, *, per_model: bool = True, **labels: str) -> str:
+    """`metric{model="$model", label="value", ..., job=~"$job"}`."""
+    matchers = ['model="$model"'] if per_model else []
+    matchers += [f'{k}="{v}"' for k, v in labels.items()]
+    return f"{metric}{{{', '.join([*matchers, JOB])}}}"
+
+
+def per_iter(metric: str, **labels: str) -> str:
+    """One value per iteration, keeping `round` for the tooltip."""
+    return f"max by (round, iteration) ({sel(metric, **labels)})"
+
+
+def query(expr: str, ref: str, *, instant: bool = False, table_format: bool = True,
+          legend: str = "__auto") -> pb.Dataquery:
+    """A Prometheus target; instant ones are one table frame unless `table_format` is off."""
+    q = pb.Dataquery().expr(expr).ref_id(ref).datasource(DS).editor_mode(pm.QueryEditorMode.CODE)
+    if instant:
+        fmt = pm.PromQueryFormat.TABLE if table_format else pm.PromQueryFormat.TIME_SERIES
+        return q.instant().format(fmt)
+    return q.range().format(pm.PromQueryFormat.TIME_SERIES).legend_format(legend)
+
+
+REFS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def prop(name: str, value: Any) -> dm.DynamicConfigValue:
+    built = value.build() if isinstance(value, Builder) else value
+    return dm.DynamicConfigValue(id_val=name, value=built)
+
+
+def props(**values: Any) -> list[dm.DynamicConfigValue]:
+    """Override properties; `custom__axisLabel` stands for `custom.axisLabel`."""
+    return [prop(k.replace("__", "."), v) for k, v in values.items()]
+
+
+def fixed(color: str) -> Json:
+    return {"mode": "fixed", "fixedColor": color}
+
+
+def steps(*pairs: tuple[float | None, str]) -> db.ThresholdsConfig:
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps([dm.Threshold(value=v, color=c) for v, c in pairs])
+    )
+
+
+def value_map(values: dict[str, tuple[str, str]]) -> list[dm.ValueMapping]:
+    return [
+        dm.ValueMap(
+            options={
+                k: dm.ValueMappingResult(text=text, color=color, index=i)
+                for i, (k, (text, color)) in enumerate(values.items())
+            }
         )
-    refs = [ref for ref, *_ in columns]
-    order = ["run", *(f"Value #{ref}" for ref in refs)]
-    rename = {"run": "Run", **{f"Value #{ref}": title for ref, _, title, _ in columns}}
-    overrides = [override("byName", title, **props) for _, _, title, props in columns]
-    overrides.append(
-        override(
-            "byName",
-            "Completion",
-            custom__cellOptions={"type": "color-text"},
-            thresholds={
-                "mode": "absolute",
-                "steps": [
-                    {"value": None, "color": "red"},
-                    {"value": 0.5, "color": "orange"},
-                    {"value": 1, "color": "green"},
-                ],
-            },
+    ]
+
+
+OK_FAILING = value_map({"0": ("FAILING", "red"), "1": ("OK", "green")})
+
+
+def transform(tid: str, **options: Any) -> dm.DataTransformerConfig:
+    return dm.DataTransformerConfig(id_val=tid, options=options)
+
+
+def to_numbers(*fields: str) -> dm.DataTransformerConfig:
+    conversions = [{"targetField": f, "destinationType": "number"} for f in fields]
+    return transform("convertFieldType", fields={}, conversions=conversions)
+
+
+SORT_BY_ITERATION = transform("sortBy", fields={}, sort=[{"field": "iteration"}])
+
+
+def legend() -> cb.VizLegendOptions:
+    return (
+        cb.VizLegendOptions()
+        .show_legend(True)
+        .display_mode(cm.LegendDisplayMode.LIST)
+        .placement(cm.LegendPlacement.BOTTOM)
+        .calcs([])
+    )
+
+
+def tooltip(mode: cm.TooltipDisplayMode, order: cm.SortOrder = cm.SortOrder.NONE) -> Any:
+    return cb.VizTooltipOptions().mode(mode).sort(order)
+
+
+def common(panel: Any, title: str, description: str, size: tuple[int, int]) -> Any:
+    """What every query panel has: title, description, the datasource variable, a grid size."""
+    w, h = size
+    return panel.title(title).description(description).datasource(DS).span(w).height(h)
+
+
+# --- panel shapes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Value:
+    """One query of a stat panel or one column of a joined table."""
+
+    expr: str
+    name: str = ""  # display name / column title; "" keeps Grafana's
+    props: dict[str, Any] = field(default_factory=dict)  # more override properties
+
+
+VALUE_AND_NAME = cm.BigValueTextMode.VALUE_AND_NAME
+
+
+def stat_panel(
+    title: str,
+    description: str,
+    size: tuple[int, int],
+    values: Sequence[Value],
+    *,
+    unit: str = "none",
+    decimals: int | None = None,
+    thresholds: db.ThresholdsConfig | None = None,
+    mappings: list[dm.ValueMapping] | None = None,
+    display: str = "",
+    text_mode: cm.BigValueTextMode | None = None,
+) -> stat.Panel:
+    """Latest value of each query; one frame per series so each gets its own value."""
+    several = len(values) > 1 or bool(display)
+    p = (
+        common(stat.Panel(), title, description, size)
+        .unit(unit)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+        .thresholds(thresholds or steps((None, "text")))
+        .mappings(mappings or [])
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+        .orientation(cm.VizOrientation.AUTO)
+        .text_mode(text_mode or (VALUE_AND_NAME if several else cm.BigValueTextMode.AUTO))
+        .color_mode(cm.BigValueColorMode.VALUE)
+        .graph_mode(cm.BigValueGraphMode.NONE)
+        .justify_mode(cm.BigValueJustifyMode.AUTO)
+        .wide_layout(True)
+        .show_percent_change(False)
+    )
+    if decimals is not None:
+        p = p.decimals(decimals)
+    if display:
+        p = p.display_name(display)
+    for ref, v in zip(REFS, values, strict=False):
+        p = p.with_target(query(v.expr, ref, instant=True, table_format=False))
+        extra = ({"displayName": v.name} if v.name else {}) | v.props
+        if extra:
+            p = p.override_by_query(ref, [prop(k, x) for k, x in extra.items()])
+    return p
+
+
+def by_phase(title: str, description: str, size: tuple[int, int], agg: str, metric: str,
+             **options: Any) -> stat.Panel:
+    """One value per phase of a model-level family, named by its phase."""
+    expr = f"{agg} by (phase) ({sel(metric)})"
+    return stat_panel(title, description, size, [Value(expr)],
+                      display="${__field.labels.phase}", **options)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line/point set of a per-iteration chart."""
+
+    expr: str
+    name: str
+    color: str
+    show: str = "points"  # points, lines or points+lines
+    right: bool = False  # on the right axis (with the chart's right unit)
+
+
+def iteration_chart(
+    title: str,
+    description: str,
+    size: tuple[int, int],
+    series: Sequence[Series],
+    *,
+    unit: str,
+    y_label: str,
+    right_unit: str = "none",
+    right_label: str = "",
+) -> xychart.Panel:
+    """XY chart with the iteration on the x axis; each expr gives one value per iteration and
+    keeps `round` and `iteration`. The XY chart keys y scales by unit, hence right_unit."""
+    p = (
+        common(xychart.Panel(), title, description, size)
+        .unit(unit)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC))
+        .show(xm.XYShowMode.POINTS)
+        .point_size(xychart.XychartFieldConfigPointSize().fixed(4))
+        .line_width(2)
+        .axis_placement(cm.AxisPlacement.AUTO)
+        .mapping(xm.SeriesMapping.AUTO)
+        .series(
+            [
+                xychart.XYSeriesConfig()
+                .x(xychart.XychartXYSeriesConfigX().matcher(xychart.MatcherConfig().id("byName").options("iteration")))
+                .y(xychart.XychartXYSeriesConfigY().matcher(xychart.MatcherConfig().id("byType").options("number")))
+            ]
+        )
+        .legend(legend())
+        .tooltip(tooltip(cm.TooltipDisplayMode.SINGLE))
+        .transformations([to_numbers("iteration"), SORT_BY_ITERATION])
+        .override_by_name("iteration", props(custom__axisLabel="Iteration", decimals=0,
+                                             unit="none"))
+    )
+    for ref, s in zip(REFS, series, strict=False):
+        side = dict(unit=right_unit, custom__axisPlacement="right", custom__axisLabel=right_label)
+        if not s.right:
+            side = dict(custom__axisPlacement="left", custom__axisLabel=y_label)
+        p = p.with_target(query(s.expr, ref, instant=True)).override_by_query(
+            ref, props(displayName=s.name, color=fixed(s.color), custom__show=s.show, **side)
+        )
+    return p
+
+
+def timeseries_panel(
+    title: str,
+    description: str,
+    size: tuple[int, int],
+    targets: Sequence[tuple[str, str]],
+    *,
+    unit: str = "none",
+    bars: bool = False,
+    units: dict[str, str] | None = None,
+) -> timeseries.Panel:
+    """Wall-time chart of (expr, legend) targets; `units` sets a unit per refId."""
+    p = (
+        common(timeseries.Panel(), title, description, size)
+        .unit(unit)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC))
+        .draw_style(cm.GraphDrawStyle.BARS if bars else cm.GraphDrawStyle.LINE)
+        .line_interpolation(cm.LineInterpolation.STEP_AFTER)
+        .line_width(2)
+        .fill_opacity(30 if bars else 0)
+        .show_points(cm.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .stacking(cb.StackingConfig().group("A")
+                  .mode(cm.StackingMode.NORMAL if bars else cm.StackingMode.NONE))
+        .axis_placement(cm.AxisPlacement.AUTO)
+        .legend(legend())
+        .tooltip(tooltip(cm.TooltipDisplayMode.MULTI))
+    )
+    for ref, (expr, legend_format) in zip(REFS, targets, strict=False):
+        p = p.with_target(query(expr, ref, legend=legend_format))
+        if units and ref in units:
+            p = p.override_by_query(ref, props(unit=units[ref]))
+    return p
+
+
+def table_panel(title: str, description: str, size: tuple[int, int]) -> table.Panel:
+    return (
+        common(table.Panel(), title, description, size)
+        .unit("none")
+        .align(cm.FieldTextAlignment.AUTO)
+        .cell_options(cm.TableAutoCellOptions())
+        .show_header(True)
+        .cell_height(cm.TableCellHeight.SM)
+    )
+
+
+def joined_table(
+    title: str,
+    description: str,
+    size: tuple[int, int],
+    key: str,
+    columns: Sequence[Value],
+    *,
+    info: Sequence[tuple[str, dict[str, str]]] = (),
+    order: Sequence[str] = (),
+    sort_by: tuple[str, bool] | None = None,
+) -> table.Panel:
+    """One row per `key` value: instant queries outer-joined on that label.
+
+    `columns` are number columns (titled by `Value.name`); `info` are (expr, {label: title}) info
+    metrics whose labels become columns and whose constant value is dropped. Time is dropped
+    from every frame first (organize works per frame), then the frames are joined on `key`.
+    `order` places label columns (by original name) before the number columns.
+    """
+    p = table_panel(title, description, size)
+    refs = list(REFS[: len(columns) + len(info)])
+    rename: dict[str, str] = {}
+    for ref, col in zip(refs, columns, strict=False):
+        p = p.with_target(query(col.expr, ref, instant=True))
+        rename[f"Value #{ref}"] = col.name
+        if col.props:
+            p = p.override_by_name(col.name, [prop(k, v) for k, v in col.props.items()])
+    for ref, (expr, labels) in zip(refs[len(columns) :], info, strict=True):
+        p = p.with_target(query(expr, ref, instant=True))
+        rename.update(labels)
+    numbers = [f"Value #{ref}" for ref in refs[: len(columns)]]
+    names = [*order, *numbers]
+    excluded = {n: True for n in ("Value", *(f"Value #{r}" for r in refs)) if n not in names}
+    if key not in names:
+        excluded[key] = True
+    p = p.transformations(
+        [
+            transform("organize", excludeByName={"Time": True}, indexByName={}, renameByName={}),
+            transform("joinByField", byField=key, mode="outer"),
+            transform(
+                "organize",
+                excludeByName=excluded,
+                indexByName={n: i for i, n in enumerate(names)},
+                renameByName={n: t for n, t in rename.items() if n in names or n == key},
+            ),
+        ]
+    )
+    if sort_by:
+        p = p.sort_by([cb.TableSortByFieldState().display_name(sort_by[0]).desc(sort_by[1])])
+    return p
+
+
+def alert_list(title: str, description: str, size: tuple[int, int], label_filter: str) -> Any:
+    """Firing/pending DeepRacer alerts of every rules source (the panel's rules source is picked
+    by datasource *name*, which differs between Grafanas, so none is named)."""
+    w, h = size
+    options = {
+        "viewMode": "list",
+        "groupMode": "default",
+        "groupBy": [],
+        "maxItems": 20,
+        "sortOrder": 3,
+        "dashboardAlerts": False,
+        "alertName": "DeepRacer",
+        "alertInstanceLabelFilter": label_filter,
+        "datasource": "",
+        "showInstances": True,
+        "showInactiveAlerts": False,
+        "stateFilter": {
+            "firing": True,
+            "pending": True,
+            "noData": False,
+            "normal": False,
+            "error": True,
+            "recovering": False,
+        },
+    }
+    return (
+        db.Panel().type("alertlist").title(title).description(description).span(w).height(h)
+        .options(options)
+    )
+
+
+# --- dashboards ------------------------------------------------------------------------------
+
+Section = tuple[str, list[Any]]  # row title ("" for none) and its panels
+
+
+def variables(*, per_model: bool) -> list[Any]:
+    """`datasource` (any Prometheus, the provisioned one by default), `job` and maybe `model`."""
+    out: list[Any] = [
+        db.DatasourceVariable("datasource")
+        .label("Data source")
+        .type("prometheus")
+        .current(dm.VariableOption(selected=True, text="Prometheus", value=DEFAULT_DATASOURCE_UID))
+        .regex(""),
+        db.QueryVariable("job")
+        .label("Job")
+        .description("Prometheus scrape jobs of deepracer-exporter (all by default).")
+        .datasource(DS)
+        .query(_variable_query("label_values(deepracer_exporter_build_info, job)"))
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".+")
+        .current(dm.VariableOption(selected=True, text="All", value="$__all")),
+    ]
+    if per_model:
+        out.append(
+            db.QueryVariable("model")
+            .label("Model")
+            .datasource(DS)
+            .query(_variable_query(f"label_values(deepracer_model_info{{{JOB}}}, model)"))
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .multi(False)
+            .include_all(False)
+        )
+    return out
+
+
+def _variable_query(text: str) -> Json:
+    return {"qryType": 1, "query": text, "refId": "PrometheusVariableQuery"}
+
+
+def dashboard(
+    uid: str, title: str, description: str, sections: Sequence[Section], *, per_model: bool,
+    link: tuple[str, str],
+) -> dm.Dashboard:
+    """Rows of panels laid out by the SDK, then numbered; every panel on this Grafana version."""
+    board = (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["deepracer"])
+        .editable()
+        .tooltip(dm.DashboardCursorSync.OFF)
+        .refresh("30s")
+        .time("now-6h", "now")
+        .timezone("browser")
+        .version(1)
+        .annotation(
+            db.AnnotationQuery()
+            .name("Annotations & Alerts")
+            .datasource(dm.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+            .enable(True)
+            .hide(True)
+            .icon_color("rgba(0, 211, 255, 1)")
+            .type("dashboard")
+            .built_in(1)
+        )
+        .link(
+            db.DashboardLink(link[0])
+            .type(dm.DashboardLinkType.LINK)
+            .url(link[1])
+            .icon("dashboard")
+            .keep_time(True)
+            .include_vars(True)
+            .as_dropdown(False)
+            .target_blank(False)
+            .tags([])
+            .tooltip("")
         )
     )
-    p.append(
-        table(
-            61,
+    for v in variables(per_model=per_model):
+        board = board.with_variable(v)
+    for title_, panels in sections:
+        if title_:
+            board = board.with_row(db.Row(title_))
+        for panel in panels:
+            board = board.with_panel(panel)
+    built = board.build()
+    for number, panel in enumerate(built.panels or [], start=1):
+        panel.id_val = number
+        if isinstance(panel, dm.Panel):
+            panel.plugin_version = GRAFANA_VERSION
+    return built
+
+
+# --- training dashboard: one model -------------------------------------------------------------
+
+
+def status_section(t: Thresholds) -> Section:
+    last_write = f"time() - max({sel('deepracer_model_last_update_timestamp_seconds')} > 0)"
+    return "Status", [
+        stat_panel(
+            "Iteration",
+            "Latest master iteration with training episodes (continues across rounds) and the "
+            "current round.",
+            (4, 4),
+            [Value(f"max({sel('deepracer_model_iteration')})", "Iteration"),
+             Value(f"max({sel('deepracer_model_round')})", "Round")],
+            decimals=0,
+        ),
+        stat_panel(
+            "Training episodes",
+            "Training episodes written in the dashboard time range (all outcomes) and episodes "
+            "per iteration (all workers).",
+            (4, 4),
+            [Value("sum(increase("
+                   f"{sel('deepracer_model_episodes_total', phase='training')}[$__range]))",
+                   "In range"),
+             Value(f"max({sel('deepracer_model_episodes_per_iteration')})", "Per iteration")],
+            decimals=0,
+        ),
+        by_phase("Best lap", "Fastest completed lap over all iterations, per phase.", (4, 4),
+                 "min", "deepracer_model_best_lap_seconds", unit="s", decimals=3),
+        stat_panel(
+            "Since last update",
+            "Time since the newest TrainingMetrics object changed. Orange after "
+            f"{WARN_SECONDS // 60} min, red after {t.stall_seconds // 60} min (the "
+            "DeepRacerTrainingStalled threshold): training stalled, stopped or finished.",
+            (4, 4),
+            [Value(last_write)],
+            unit="s", decimals=0,
+            thresholds=steps((None, "green"), (WARN_SECONDS, "orange"), (t.stall_seconds, "red")),
+        ),
+        stat_panel(
+            "Training state",
+            "Finished when the latest round reached term_cond_max_episodes.",
+            (4, 4),
+            [Value(f"max({sel('deepracer_model_finished')})")],
+            mappings=value_map({"0": ("Training", "blue"), "1": ("Finished", "green")}),
+        ),
+        stat_panel(
+            "Exporter",
+            "Did the exporter's last refresh of this model succeed (last good data is still "
+            "served when it fails), and refresh errors in the dashboard time range.",
+            (4, 4),
+            [Value(f"min({sel('deepracer_exporter_refresh_success')})", "Refresh",
+                   {"mappings": OK_FAILING}),
+             Value(f"sum(increase({sel('deepracer_exporter_refresh_errors_total')}[$__range]))",
+                   "Errors", {"thresholds": steps((None, "green"), (1, "red"))})],
+            decimals=0,
+        ),
+        by_phase("Rolling completion",
+                 "Latest rolling mean (window rolling_window) of the per-iteration mean "
+                 "completion.", (6, 4), "max", "deepracer_model_rolling_completion_ratio",
+                 unit="percentunit", decimals=1,
+                 thresholds=steps((None, "red"), (0.5, "orange"), (0.9, "green"))),
+        by_phase("Rolling reward", "Latest rolling mean of the per-iteration mean reward.",
+                 (6, 4), "max", "deepracer_model_rolling_reward", decimals=1),
+        stat_panel(
+            "Iterations without improvement",
+            "Iterations since the rolling mean last reached a new maximum (a plateau). Red from "
+            f"{t.plateau_iterations}, the DeepRacerProgressPlateau threshold.",
+            (6, 4),
+            [Value(f"max by (phase, metric) ({sel('deepracer_model_plateau_iterations')})")],
+            decimals=0, display="${__field.labels.phase} ${__field.labels.metric}",
+            thresholds=steps((None, "green"), (t.plateau_iterations // 2, "orange"),
+                             (t.plateau_iterations, "red")),
+        ),
+        alert_list(
+            "Firing DeepRacer alerts",
+            "Alerts Prometheus evaluates from prometheus/rules for this model (firing and "
+            "pending).",
+            (6, 4),
+            '{model="$model"}',
+        ),
+    ]
+
+
+def console_section() -> Section:
+    return "Training progress", [
+        iteration_chart(
+            CONSOLE_CHART_TITLE,
+            "The DeepRacer console's reward graph: average reward per training iteration (left "
+            "axis) and average track completion of training and evaluation episodes (right "
+            "axis). Hover a point to see its round.",
+            (24, 9),
+            [
+                Series(per_iter("deepracer_iteration_reward", phase="training", stat="mean"),
+                       "Average reward (training)", "green", "points+lines"),
+                *(Series("100 * " + per_iter("deepracer_iteration_completion_ratio", phase=phase,
+                                             stat="mean"),
+                         f"Average completion ({phase})", color, "points+lines", right=True)
+                  for phase, color in (("training", "blue"), ("evaluation", "red"))),
+            ],
+            unit="none", y_label="Reward", right_unit="percent", right_label="Completion",
+        )
+    ]
+
+
+def progress_section() -> Section:
+    """deepracer-utils plotProgress: the default stats as points, the rolling mean as a line."""
+    charts = []
+    for metric, label, unit in (("completion_ratio", "Completion", "percentunit"),
+                                ("reward", "Reward", "none")):
+        for phase, stats in PROGRESS_STATS.items():
+            points = [Series(per_iter(f"deepracer_iteration_{metric}", phase=phase, stat=s), s,
+                             STAT_COLORS[s]) for s in stats]
+            rolling = per_iter(f"deepracer_iteration_rolling_{metric}", phase=phase, stat="mean")
+            charts.append(
+                iteration_chart(
+                    f"{label} per iteration ({phase})",
+                    f"{label} of {phase} episodes per iteration: {', '.join(stats)} as points, "
+                    "the rolling average of the mean (window rolling_window) as a line, like "
+                    "deepracer-utils plotProgress.",
+                    (12, 8),
+                    [*points, Series(rolling, "mean (rolling)", STAT_COLORS["mean"], "lines")],
+                    unit=unit,
+                    y_label=label,
+                )
+            )
+    return "Progress per iteration (notebook plotProgress)", charts
+
+
+def laps_section() -> Section:
+    laps = [
+        Series(per_iter("deepracer_iteration_lap_seconds", phase=phase, stat=st),
+               f"{'best' if st == 'min' else 'mean'} lap ({phase})", color, show)
+        for phase, colors in (("training", ("blue", "light-blue")),
+                              ("evaluation", ("red", "light-red")))
+        for st, color, show in (("min", colors[0], "points+lines"), ("mean", colors[1], "points"))
+    ]
+    columns = {"phase": "Phase", "rank": "Rank", "Value": "Lap time", "round": "Round",
+               "iteration": "Iteration", "episode": "Episode", "worker": "Worker"}
+    fastest = (
+        table_panel(
+            "Fastest laps",
+            "The top_laps fastest completed laps (rank 1 = fastest) per phase, with where to "
+            "find them in the logs: round, iteration, episode, worker.",
+            (12, 9),
+        )
+        .with_target(query("max by (phase, rank, round, iteration, episode, worker) "
+                           f"({sel('deepracer_best_lap_seconds')})", "A", instant=True))
+        .transformations([
+            to_numbers("rank", "round", "iteration", "episode", "worker"),
+            transform("organize", excludeByName={"Time": True}, renameByName=columns,
+                      indexByName={name: i for i, name in enumerate(columns)}),
+        ])
+        .override_by_name("Lap time", props(unit="s", decimals=3))
+        .sort_by([cb.TableSortByFieldState().display_name("Lap time").desc(False)])
+    )
+    completed = [
+        Series(per_iter("deepracer_iteration_completed_ratio", phase=phase), phase, color,
+               "points+lines")
+        for phase, color in (("training", "blue"), ("evaluation", "red"))
+    ]
+    return "Lap times", [
+        iteration_chart(
+            "Lap time per iteration",
+            "Best (fastest) and mean lap time of the completed laps of each iteration. "
+            "Iterations without a completed lap have no point.",
+            (12, 9), laps, unit="s", y_label="Lap time",
+        ),
+        fastest,
+        timeseries_panel(
+            "Best lap progression",
+            "Fastest lap so far (a running minimum) over wall time, per phase.",
+            (12, 7),
+            [(f"min by (phase) ({sel('deepracer_model_best_lap_seconds')})", "{{phase}}")],
+            unit="s",
+        ),
+        iteration_chart(
+            "Completed laps per iteration",
+            "Share of episodes of each iteration that completed a lap.",
+            (12, 7), completed, unit="percentunit", y_label="Completed laps",
+        ),
+    ]
+
+
+def evaluation_section() -> Section:
+    """Evaluation runs (metrics/evaluation/*.json): one table row per run, and the best lap."""
+    ev = "deepracer_evaluation_"
+    lap = {"unit": "s", "decimals": 3}
+    columns = [
+        Value(f"1000 * max by (run) ({sel(ev + 'timestamp_seconds')})", "Started",
+              {"unit": "dateTimeAsIso"}),
+        Value(f"max by (run) ({sel(ev + 'trials')})", "Trials", {"decimals": 0}),
+        Value(f"max by (run) ({sel(ev + 'completed_laps')})", "Completed laps", {"decimals": 0}),
+        Value(f"max by (run) ({sel(ev + 'completion_ratio')})", "Completion",
+              {"unit": "percentunit", "decimals": 1, "custom.cellOptions": {"type": "color-text"},
+               "thresholds": steps((None, "red"), (0.5, "orange"), (1, "green"))}),
+        Value(f"max by (run) ({sel(ev + 'lap_seconds', stat='mean')})", "Mean lap", lap),
+        Value(f"max by (run) ({sel(ev + 'lap_seconds', stat='min')})", "Best lap", lap),
+        *(Value(f"sum by (run) ({sel(ev + 'resets', reason=reason)})", title, {"decimals": 0})
+          for reason, title in RESET_REASONS.items()),
+    ]
+    return "Evaluation runs", [
+        joined_table(
             "Evaluation runs",
             "One row per evaluation run (metrics/evaluation/*.json, the latest "
             "max_evaluation_runs): start time (from the file name; DRfC writes local time, "
             "shown as if UTC), trials, completed laps, mean completion, mean and best lap time "
             "of the completed laps, and resets by cause. Newest first.",
-            grid(0, y, 18, 8),
-            [target(ref, expr, instant=True) for ref, expr, _, _ in columns],
-            join_tables("run", refs, order, rename),
-            overrides,
-            sort_by=[{"displayName": "Run", "desc": True}],
-        )
-    )
-    p.append(
-        stat(
-            62,
+            (16, 8), "run", columns, order=["run"], sort_by=("Run", True),
+        ).override_by_name("run", props(displayName="Run")),
+        stat_panel(
             "Best evaluated lap",
-            "Fastest completed lap over all evaluation runs (not the evaluation episodes "
-            "during training: those are under Best lap).",
-            grid(18, y, 6, 4),
-            [target("A", f"min({m('deepracer_model_best_evaluation_lap_seconds')})", instant=True)],
-            unit="s",
-            decimals=3,
-        )
-    )
-    p.append(
-        stat(
-            63,
-            "Evaluation runs",
+            "Fastest completed lap over all evaluation runs (not the evaluation episodes during "
+            "training: those are under Best lap).",
+            (4, 8),
+            [Value(f"min({sel('deepracer_model_best_evaluation_lap_seconds')})")],
+            unit="s", decimals=3,
+        ),
+        stat_panel(
+            "Evaluation runs found",
             "Evaluation runs found for this model, all rounds (the table shows the latest "
             "max_evaluation_runs).",
-            grid(18, y + 4, 6, 4),
-            [target("A", f"max({m('deepracer_evaluation_runs')})", instant=True)],
+            (4, 8),
+            [Value(f"max({sel('deepracer_evaluation_runs')})")],
             decimals=0,
-        )
+        ),
+    ]
+
+
+def outcomes_section() -> Section:
+    outcomes = (
+        common(barchart.Panel(), "Training episode outcomes per iteration",
+               "How each iteration's training episodes ended, stacked: lap complete, off track, "
+               "crashed, reversed, time up, ...", (16, 9))
+        .unit("none").decimals(0)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC))
+        .with_target(query("sum by (iteration, status) "
+                           f"({sel('deepracer_iteration_status_episodes', phase='training')})",
+                           "A", instant=True))
+        .transformations([
+            transform("groupingToMatrix", columnField="status", rowField="iteration",
+                      valueField="Value", emptyValue="zero"),
+            transform("organize", renameByName={"iteration\\status": "iteration"},
+                      excludeByName={}, indexByName={}),
+            to_numbers("iteration"),
+            SORT_BY_ITERATION,
+        ])
+        .fill_opacity(80).line_width(0).gradient_mode(cm.GraphGradientMode.NONE)
+        .axis_placement(cm.AxisPlacement.AUTO).axis_label("Episodes")
+        .x_field("iteration").orientation(cm.VizOrientation.VERTICAL)
+        .stacking(cm.StackingMode.NORMAL).show_value(cm.VisibilityMode.NEVER)
+        .group_width(0.9).bar_width(0.97).bar_radius(0).x_tick_label_rotation(0)
+        .x_tick_label_spacing(100).full_highlight(False)
+        .legend(legend()).tooltip(tooltip(cm.TooltipDisplayMode.MULTI, cm.SortOrder.DESCENDING))
     )
-    return p, y + 8
+    for status, color in STATUS_COLORS.items():
+        outcomes = outcomes.override_by_name(status, props(color=fixed(color)))
+    rounds = (
+        table_panel("Rounds", "Round boundaries: first and last master iteration and training "
+                    "episodes of each round (a cloned model continues its parent's iteration "
+                    "numbers).", (8, 9))
+        .decimals(0)
+        .with_target(query(per_iter("deepracer_iteration_episodes", phase="training"), "A",
+                           instant=True))
+        .transformations([
+            to_numbers("iteration", "round"),
+            transform("groupBy", fields={
+                "round": {"operation": "groupby", "aggregations": []},
+                "iteration": {"operation": "aggregate", "aggregations": ["min", "max"]},
+                "Value": {"operation": "aggregate", "aggregations": ["sum"]},
+            }),
+            transform("organize", excludeByName={}, indexByName={}, renameByName={
+                "round": "Round", "iteration (min)": "First iteration",
+                "iteration (max)": "Last iteration", "Value (sum)": "Training episodes",
+            }),
+        ])
+        .sort_by([cb.TableSortByFieldState().display_name("Round").desc(False)])
+    )
+    return "Episode outcomes", [
+        outcomes,
+        rounds,
+        iteration_chart(
+            "Episode duration per iteration",
+            "Mean duration of the training episodes (completed or not) of each iteration.",
+            (24, 7),
+            [Series(per_iter("deepracer_iteration_episode_seconds", phase="training", stat="mean"),
+                    "mean (training)", "blue")],
+            unit="s", y_label="Duration",
+        ),
+    ]
 
 
-def model_panels(y: int) -> tuple[list[Json], int]:
+def model_section() -> Section:
     """model_metadata.json, action space, key hyperparameters and checkpoints of the model."""
-    p: list[Json] = [row(70, "Model: metadata, hyperparameters, checkpoints", y)]
-    y += 1
     meta = ", ".join(METADATA_COLUMNS)
     hinfo = ", ".join(HYPERPARAMETER_INFO_COLUMNS)
-    p.append(
-        table(
-            71,
+
+    def bounds(title: str, kind: str, unit: str, description: str) -> stat.Panel:
+        return stat_panel(
+            title, description + " From the action space in model_metadata.json.", (4, 4),
+            [Value(f"max({sel('deepracer_model_action_space', bound=f'{kind}_{b}')})", b)
+             for b in ("min", "max")],
+            unit=unit,
+        )
+
+    return "Model: metadata, hyperparameters, checkpoints", [
+        joined_table(
             "Model",
             "model/model_metadata.json of the latest round (action space type, number of "
             "discrete actions, sensors, network, training algorithm, simapp version) and the "
             "text hyperparameters.",
-            grid(0, y, 24, 4),
-            [
-                target(
-                    "A",
-                    f"max by (model, {meta}) ({m('deepracer_model_metadata_info')})",
-                    instant=True,
-                ),
-                target(
-                    "B",
-                    f"max by (model, {hinfo}) ({m('deepracer_model_hyperparameters_info')})",
-                    instant=True,
-                ),
-            ],
-            join_tables(
-                "model",
-                ["A", "B"],
-                [*METADATA_COLUMNS, *HYPERPARAMETER_INFO_COLUMNS],
-                {**METADATA_COLUMNS, **HYPERPARAMETER_INFO_COLUMNS},
-            ),
-            [],
-        )
-    )
-    # The joined table still has the key column; hide it (the dashboard is for one model).
-    p[-1]["transformations"][-1]["options"]["excludeByName"]["model"] = True
-    y += 4
-    for pid, x, title, kind, unit, desc in (
-        (72, 0, "Speed range", "speed", "velocityms", "Slowest and fastest action speed, m/s."),
-        (73, 4, "Steering range", "steering_angle", "degree", "Steering angle range, degrees."),
-    ):
-        p.append(
-            stat(
-                pid,
-                title,
-                desc + " From the action space in model_metadata.json.",
-                grid(x, y, 4, 4),
-                [
-                    target(
-                        ref,
-                        f"max({m('deepracer_model_action_space', label('bound', f'{kind}_{b}'))})",
-                        instant=True,
-                    )
-                    for ref, b in (("A", "min"), ("B", "max"))
-                ],
-                unit=unit,
-            )
-        )
-        p[-1]["fieldConfig"]["overrides"] = [
-            override("byFrameRefID", "A", displayName="min"),
-            override("byFrameRefID", "B", displayName="max"),
-        ]
-    hyper_targets = []
-    hyper_overrides = []
-    for ref, (name, (title, decimals)) in zip("ABCDEF", KEY_HYPERPARAMETERS.items(), strict=True):
-        hyper_targets.append(
-            target(
-                ref,
-                f"max({m('deepracer_model_hyperparameter', label('name', name))})",
-                instant=True,
-            )
-        )
-        props: Json = {"displayName": title}
-        if decimals is not None:
-            props["decimals"] = decimals
-        hyper_overrides.append(override("byFrameRefID", ref, **props))
-    p.append(
-        stat(
-            74,
+            (24, 4), "model", [],
+            info=[(f"max by (model, {meta}) ({sel('deepracer_model_metadata_info')})",
+                   METADATA_COLUMNS),
+                  (f"max by (model, {hinfo}) ({sel('deepracer_model_hyperparameters_info')})",
+                   HYPERPARAMETER_INFO_COLUMNS)],
+            order=[*METADATA_COLUMNS, *HYPERPARAMETER_INFO_COLUMNS],
+        ),
+        bounds("Speed range", "speed", "velocityms", "Slowest and fastest action speed, m/s."),
+        bounds("Steering range", "steering_angle", "degree", "Steering angle range, degrees."),
+        stat_panel(
             "Hyperparameters",
             "Key numeric hyperparameters of the latest round (ip/hyperparameters.json): "
-            "batch_size, lr, discount_factor, num_episodes_between_training, num_epochs, "
-            "beta_entropy.",
-            grid(8, y, 12, 4),
-            hyper_targets,
-        )
-    )
-    p[-1]["fieldConfig"]["overrides"] = hyper_overrides
-    p.append(
-        stat(
-            75,
+            + ", ".join(KEY_HYPERPARAMETERS) + ".",
+            (12, 4),
+            [Value(f"max({sel('deepracer_model_hyperparameter', name=name)})", title,
+                   {} if decimals is None else {"decimals": decimals})
+             for name, (title, decimals) in KEY_HYPERPARAMETERS.items()],
+        ),
+        stat_panel(
             "Checkpoints",
-            "Last and best checkpoint number in model/deepracer_checkpoints.json, and the "
-            "time since the trainer last saved a checkpoint (the file's LastModified).",
-            grid(20, y, 4, 4),
-            [
-                target("A", f"max by (kind) ({m('deepracer_model_checkpoint')})", instant=True),
-                target(
-                    "B",
-                    f"time() - max({m('deepracer_model_checkpoint_timestamp_seconds')})",
-                    instant=True,
-                ),
-            ],
+            "Last and best checkpoint number in model/deepracer_checkpoints.json, and the time "
+            "since the trainer last saved a checkpoint (the file's LastModified).",
+            (4, 4),
+            [Value(f"max by (kind) ({sel('deepracer_model_checkpoint')})",
+                   "${__field.labels.kind}"),
+             Value(f"time() - max({sel('deepracer_model_checkpoint_timestamp_seconds')})",
+                   "saved ago", {"unit": "s"})],
             decimals=0,
-        )
-    )
-    p[-1]["fieldConfig"]["overrides"] = [
-        override("byFrameRefID", "A", displayName="${__field.labels.kind}"),
-        override("byFrameRefID", "B", displayName="saved ago", unit="s"),
-    ]
-    return p, y + 4
-
-
-def training_dashboard() -> Json:
-    p: list[Json] = []
-    y = 0
-
-    # --- Status -------------------------------------------------------------------------------
-    p.append(row(100, "Status", y))
-    y += 1
-    p.append(
-        stat(
-            101,
-            "Iteration",
-            "Latest master iteration with training episodes (continues "
-            "across rounds) and the current round.",
-            grid(0, y, 4, 4),
-            [
-                target("A", f"max({m('deepracer_model_iteration')})", instant=True),
-                target("B", f"max({m('deepracer_model_round')})", instant=True),
-            ],
-            decimals=0,
-        )
-    )
-    p[-1]["fieldConfig"]["overrides"] = [
-        override("byFrameRefID", "A", displayName="Iteration"),
-        override("byFrameRefID", "B", displayName="Round"),
-    ]
-    p.append(
-        stat(
-            102,
-            "Training episodes",
-            "Training episodes so far (all outcomes) and episodes per iteration (all workers).",
-            grid(4, y, 4, 4),
-            [
-                target("A", f"sum({m('deepracer_model_episodes_total', TRAINING)})", instant=True),
-                target("B", f"max({m('deepracer_model_episodes_per_iteration')})", instant=True),
-            ],
-            decimals=0,
-        )
-    )
-    p[-1]["fieldConfig"]["overrides"] = [
-        override("byFrameRefID", "A", displayName="Episodes"),
-        override("byFrameRefID", "B", displayName="Per iteration"),
-    ]
-    p.append(
-        stat(
-            103,
-            "Best lap",
-            "Fastest completed lap over all iterations, per phase.",
-            grid(8, y, 4, 4),
-            [
-                target(
-                    "A", f"min by (phase) ({m('deepracer_model_best_lap_seconds')})", instant=True
-                ),
-            ],
-            unit="s",
-            decimals=3,
-        )
-    )
-    p[-1]["fieldConfig"]["defaults"]["displayName"] = "${__field.labels.phase}"
-    p[-1]["options"]["textMode"] = "value_and_name"
-    p.append(
-        stat(
-            104,
-            "Since last update",
-            "Time since the newest TrainingMetrics object changed. "
-            f"Orange after {WARN_SECONDS // 60} min, red after {STALL_SECONDS // 60} min: "
-            "training stalled, stopped or finished.",
-            grid(12, y, 4, 4),
-            [
-                target(
-                    "A",
-                    f"time() - max({m('deepracer_model_last_update_timestamp_seconds')} > 0)",
-                    instant=True,
-                ),
-            ],
-            unit="s",
-            decimals=0,
-            thresholds=[(None, "green"), (WARN_SECONDS, "orange"), (STALL_SECONDS, "red")],
-        )
-    )
-    p.append(
-        stat(
-            105,
-            "Training state",
-            "Finished when the latest round reached term_cond_max_episodes.",
-            grid(16, y, 4, 4),
-            [
-                target("A", f"max({m('deepracer_model_finished')})", instant=True),
-            ],
-            mappings=value_map({"0": ("Training", "blue"), "1": ("Finished", "green")}),
-        )
-    )
-    p.append(
-        stat(
-            106,
-            "Exporter",
-            "Did the exporter's last refresh of this model succeed "
-            "(last good data is still served when it fails), and refresh errors in the "
-            "dashboard time range.",
-            grid(20, y, 4, 4),
-            [
-                target("A", f"min({m('deepracer_exporter_refresh_success')})", instant=True),
-                target(
-                    "B",
-                    f"sum(increase({m('deepracer_exporter_refresh_errors_total')}[$__range]))",
-                    instant=True,
-                ),
-            ],
-            decimals=0,
-        )
-    )
-    p[-1]["fieldConfig"]["overrides"] = [
-        override(
-            "byFrameRefID",
-            "A",
-            displayName="Refresh",
-            mappings=value_map({"0": ("FAILING", "red"), "1": ("OK", "green")}),
-        ),
-        override(
-            "byFrameRefID",
-            "B",
-            displayName="Errors",
-            thresholds={
-                "mode": "absolute",
-                "steps": [{"value": None, "color": "green"}, {"value": 1, "color": "red"}],
-            },
         ),
     ]
-    y += 4
-    p.append(
-        stat(
-            107,
-            "Rolling completion",
-            "Latest rolling mean (window rolling_window) of the per-iteration mean completion.",
-            grid(0, y, 6, 4),
-            [
-                target(
-                    "A",
-                    f"max by (phase) ({m('deepracer_model_rolling_completion_ratio')})",
-                    instant=True,
-                ),
-            ],
-            unit="percentunit",
-            decimals=1,
-            thresholds=[(None, "red"), (0.5, "orange"), (0.9, "green")],
-        )
-    )
-    p[-1]["fieldConfig"]["defaults"]["displayName"] = "${__field.labels.phase}"
-    p.append(
-        stat(
-            108,
-            "Rolling reward",
-            "Latest rolling mean of the per-iteration mean reward.",
-            grid(6, y, 6, 4),
-            [
-                target(
-                    "A", f"max by (phase) ({m('deepracer_model_rolling_reward')})", instant=True
-                ),
-            ],
-            decimals=1,
-        )
-    )
-    p[-1]["fieldConfig"]["defaults"]["displayName"] = "${__field.labels.phase}"
-    p.append(
-        stat(
-            109,
-            "Iterations without improvement",
-            "Iterations since the rolling mean last reached a new maximum (a plateau).",
-            grid(12, y, 6, 4),
-            [
-                target(
-                    "A",
-                    f"max by (phase, metric) ({m('deepracer_model_plateau_iterations')})",
-                    instant=True,
-                ),
-            ],
-            decimals=0,
-            thresholds=[(None, "green"), (10, "orange"), (25, "red")],
-        )
-    )
-    p[-1]["fieldConfig"]["defaults"]["displayName"] = (
-        "${__field.labels.phase} ${__field.labels.metric}"
-    )
-    p.append(
-        alert_list(
-            110,
-            "Firing DeepRacer alerts",
-            "Alerts Prometheus evaluates from "
-            "prometheus/rules for this model (firing and pending).",
-            grid(18, y, 6, 4),
-            '{model="$model"}',
-        )
-    )
-    y += 4
 
-    # --- Console chart ------------------------------------------------------------------------
-    p.append(row(1, "Training progress", y))
-    y += 1
-    p.append(
-        per_iteration(
-            CONSOLE_CHART_ID,
-            "Reward and completion (DeepRacer console)",
-            "The DeepRacer console's reward graph: average reward per training iteration (left "
-            "axis) and average track completion of training and evaluation episodes (right axis). "
-            "Hover a point to see its round.",
-            grid(0, y, 24, 9),
-            [
-                (
-                    "A",
-                    per_iter("deepracer_iteration_reward", 'phase="training", stat="mean"'),
-                    "Average reward (training)",
-                    "green",
-                    "points+lines",
-                ),
-                (
-                    "B",
-                    per_iter(
-                        "deepracer_iteration_completion_ratio",
-                        'phase="training", stat="mean"',
-                        "100 * ",
-                    ),
-                    "Average completion (training)",
-                    "blue",
-                    "points+lines",
-                ),
-                (
-                    "C",
-                    per_iter(
-                        "deepracer_iteration_completion_ratio",
-                        'phase="evaluation", stat="mean"',
-                        "100 * ",
-                    ),
-                    "Average completion (evaluation)",
-                    "red",
-                    "points+lines",
-                ),
-            ],
-            unit="none",
-            right_unit="percent",
-            right_refs=("B", "C"),
-            y_label="Reward",
-            right_label="Completion",
-        )
-    )
-    y += 9
 
-    # --- plotProgress -------------------------------------------------------------------------
-    p.append(row(20, "Progress per iteration (notebook plotProgress)", y))
-    y += 1
-    pid = 21
-    for metric, rolling, label, unit, scale in (
-        (
-            "deepracer_iteration_completion_ratio",
-            "deepracer_iteration_rolling_completion_ratio",
-            "Completion",
-            "percentunit",
-            "",
-        ),
-        ("deepracer_iteration_reward", "deepracer_iteration_rolling_reward", "Reward", "none", ""),
-    ):
-        for x, phase in ((0, "training"), (12, "evaluation")):
-            series = []
-            ref = iter("ABCDEF")
-            for st in ("mean", "median", "max"):
-                sel = f'phase="{phase}", stat="{st}"'
-                series.append(
-                    (next(ref), per_iter(metric, sel, scale), f"{st}", STAT_COLORS[st], "points")
-                )
-                series.append(
-                    (
-                        next(ref),
-                        per_iter(rolling, sel, scale),
-                        f"{st} (rolling)",
-                        STAT_COLORS[st],
-                        "lines",
-                    )
-                )
-            p.append(
-                per_iteration(
-                    pid,
-                    f"{label} per iteration ({phase})",
-                    f"{label} of {phase} episodes per iteration: mean, median and max as points, "
-                    "their rolling average (window rolling_window) as lines, like deepracer-utils "
-                    "plotProgress.",
-                    grid(x, y, 12, 8),
-                    series,
-                    unit=unit,
-                    y_label=label,
-                )
-            )
-            pid += 1
-        y += 8
-
-    # --- Laps ---------------------------------------------------------------------------------
-    p.append(row(30, "Lap times", y))
-    y += 1
-    lap_series = []
-    ref = iter("ABCD")
-    for phase, colors in (
-        ("training", ("blue", "light-blue")),
-        ("evaluation", ("red", "light-red")),
-    ):
-        for st, color, show in (("min", colors[0], "points+lines"), ("mean", colors[1], "points")):
-            lap_series.append(
-                (
-                    next(ref),
-                    per_iter("deepracer_iteration_lap_seconds", f'phase="{phase}", stat="{st}"'),
-                    f"{'best' if st == 'min' else 'mean'} lap ({phase})",
-                    color,
-                    show,
-                )
-            )
-    p.append(
-        per_iteration(
-            31,
-            "Lap time per iteration",
-            "Best (fastest) and mean lap time of the completed laps of each iteration. Iterations "
-            "without a completed lap have no point.",
-            grid(0, y, 12, 9),
-            lap_series,
-            unit="s",
-            y_label="Lap time",
-        )
-    )
-    best = {
-        "id": 32,
-        "type": "table",
-        "title": "Fastest laps",
-        "description": "The top_laps fastest completed laps (rank 1 = fastest) per phase, with "
-        "where to find them in the logs: round, iteration, episode, worker.",
-        "pluginVersion": GRAFANA_VERSION,
-        "datasource": DS,
-        "gridPos": grid(12, y, 12, 9),
-        "targets": [
-            target(
-                "A",
-                "max by (phase, rank, round, iteration, episode, worker) "
-                f"({m('deepracer_best_lap_seconds')})",
-                instant=True,
-            )
-        ],
-        "transformations": [
-            {
-                "id": "convertFieldType",
-                "options": {
-                    "fields": {},
-                    "conversions": [
-                        {"targetField": f, "destinationType": "number"}
-                        for f in ("rank", "round", "iteration", "episode", "worker")
-                    ],
-                },
-            },
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {
-                        "phase": 0,
-                        "rank": 1,
-                        "Value": 2,
-                        "round": 3,
-                        "iteration": 4,
-                        "episode": 5,
-                        "worker": 6,
-                    },
-                    "renameByName": {
-                        "phase": "Phase",
-                        "rank": "Rank",
-                        "Value": "Lap time",
-                        "round": "Round",
-                        "iteration": "Iteration",
-                        "episode": "Episode",
-                        "worker": "Worker",
-                    },
-                },
-            },
-        ],
-        "fieldConfig": {
-            "defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-            "overrides": [override("byName", "Lap time", unit="s", decimals=3)],
-        },
-        "options": {
-            "showHeader": True,
-            "cellHeight": "sm",
-            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
-            "sortBy": [{"displayName": "Lap time", "desc": False}],
-        },
-    }
-    p.append(best)
-    y += 9
-    p.append(
-        timeseries(
-            33,
-            "Best lap progression",
-            "Fastest lap so far (a running minimum) over wall time, per phase.",
-            grid(0, y, 12, 7),
-            [
-                target(
-                    "A",
-                    f"min by (phase) ({m('deepracer_model_best_lap_seconds')})",
-                    legend="{{phase}}",
-                )
-            ],
-            unit="s",
-        )
-    )
-    p.append(
-        per_iteration(
-            34,
-            "Completed laps per iteration",
-            "Share of episodes of each iteration that completed a lap.",
-            grid(12, y, 12, 7),
-            [
-                (
-                    "A",
-                    per_iter("deepracer_iteration_completed_ratio", 'phase="training"'),
-                    "training",
-                    "blue",
-                    "points+lines",
-                ),
-                (
-                    "B",
-                    per_iter("deepracer_iteration_completed_ratio", 'phase="evaluation"'),
-                    "evaluation",
-                    "red",
-                    "points+lines",
-                ),
-            ],
-            unit="percentunit",
-            y_label="Completed laps",
-        )
-    )
-    y += 7
-
-    panels, y = evaluation_panels(y)
-    p.extend(panels)
-
-    # --- Episode outcomes ---------------------------------------------------------------------
-    p.append(row(40, "Episode outcomes", y))
-    y += 1
-    outcomes: Json = {
-        "id": 41,
-        "type": "barchart",
-        "title": "Training episode outcomes per iteration",
-        "description": "How each iteration's training episodes ended, stacked: lap complete, "
-        "off track, crashed, reversed, time up, ...",
-        "pluginVersion": GRAFANA_VERSION,
-        "datasource": DS,
-        "gridPos": grid(0, y, 16, 9),
-        "targets": [
-            target(
-                "A",
-                "sum by (iteration, status) "
-                f"({m('deepracer_iteration_status_episodes', TRAINING)})",
-                instant=True,
-            )
-        ],
-        "transformations": [
-            {
-                "id": "groupingToMatrix",
-                "options": {
-                    "columnField": "status",
-                    "rowField": "iteration",
-                    "valueField": "Value",
-                    "emptyValue": "zero",
-                },
-            },
-            {
-                "id": "organize",
-                "options": {
-                    "renameByName": {"iteration\\status": "iteration"},
-                    "excludeByName": {},
-                    "indexByName": {},
-                },
-            },
-            {
-                "id": "convertFieldType",
-                "options": {
-                    "fields": {},
-                    "conversions": [{"targetField": "iteration", "destinationType": "number"}],
-                },
-            },
-            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "iteration"}]}},
-        ],
-        "fieldConfig": {
-            "defaults": {
-                "unit": "none",
-                "decimals": 0,
-                "color": {"mode": "palette-classic"},
-                "custom": {
-                    "fillOpacity": 80,
-                    "lineWidth": 0,
-                    "gradientMode": "none",
-                    "axisPlacement": "auto",
-                    "axisLabel": "Episodes",
-                },
-            },
-            "overrides": [override("byName", s, color=fixed(c)) for s, c in STATUS_COLORS.items()],
-        },
-        "options": {
-            "xField": "iteration",
-            "orientation": "vertical",
-            "stacking": "normal",
-            "showValue": "never",
-            "groupWidth": 0.9,
-            "barWidth": 0.97,
-            "barRadius": 0,
-            "xTickLabelRotation": 0,
-            "xTickLabelSpacing": 100,
-            "fullHighlight": False,
-            "legend": {
-                "showLegend": True,
-                "displayMode": "list",
-                "placement": "bottom",
-                "calcs": [],
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-    }
-    p.append(outcomes)
-    rounds: Json = {
-        "id": 42,
-        "type": "table",
-        "title": "Rounds",
-        "description": "Round boundaries: first and last master iteration and training "
-        "episodes of each round (a cloned model continues its parent's "
-        "iteration numbers).",
-        "pluginVersion": GRAFANA_VERSION,
-        "datasource": DS,
-        "gridPos": grid(16, y, 8, 9),
-        "targets": [
-            target("A", per_iter("deepracer_iteration_episodes", 'phase="training"'), instant=True)
-        ],
-        "transformations": [
-            {
-                "id": "convertFieldType",
-                "options": {
-                    "fields": {},
-                    "conversions": [
-                        {"targetField": "iteration", "destinationType": "number"},
-                        {"targetField": "round", "destinationType": "number"},
-                    ],
-                },
-            },
-            {
-                "id": "groupBy",
-                "options": {
-                    "fields": {
-                        "round": {"operation": "groupby", "aggregations": []},
-                        "iteration": {"operation": "aggregate", "aggregations": ["min", "max"]},
-                        "Value": {"operation": "aggregate", "aggregations": ["sum"]},
-                    }
-                },
-            },
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {},
-                    "indexByName": {},
-                    "renameByName": {
-                        "round": "Round",
-                        "iteration (min)": "First iteration",
-                        "iteration (max)": "Last iteration",
-                        "Value (sum)": "Training episodes",
-                    },
-                },
-            },
-        ],
-        "fieldConfig": {"defaults": {"decimals": 0, "custom": {"align": "auto"}}, "overrides": []},
-        "options": {
-            "showHeader": True,
-            "cellHeight": "sm",
-            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
-            "sortBy": [{"displayName": "Round", "desc": False}],
-        },
-    }
-    p.append(rounds)
-    y += 9
-    p.append(
-        per_iteration(
-            43,
-            "Episode duration per iteration",
-            "Mean and max episode duration of all episodes (completed or not) per iteration.",
-            grid(0, y, 24, 7),
-            [
-                (
-                    "A",
-                    per_iter(
-                        "deepracer_iteration_episode_seconds", 'phase="training", stat="mean"'
-                    ),
-                    "mean (training)",
-                    "blue",
-                    "points",
-                ),
-                (
-                    "B",
-                    per_iter("deepracer_iteration_episode_seconds", 'phase="training", stat="max"'),
-                    "max (training)",
-                    "light-blue",
-                    "points",
-                ),
-                (
-                    "C",
-                    per_iter(
-                        "deepracer_iteration_episode_seconds", 'phase="evaluation", stat="mean"'
-                    ),
-                    "mean (evaluation)",
-                    "red",
-                    "points",
-                ),
-            ],
-            unit="s",
-            y_label="Duration",
-        )
-    )
-    y += 7
-
-    panels, y = model_panels(y)
-    p.extend(panels)
-
-    # --- Exporter / activity (wall time) -------------------------------------------------------
-    p.append(row(50, "Activity and exporter health (wall time)", y))
-    y += 1
-    p.append(
-        timeseries(
-            51,
+def activity_section() -> Section:
+    return "Activity and exporter health (wall time)", [
+        timeseries_panel(
             "Iteration over time",
             "Training speed: master iteration and round over wall time.",
-            grid(0, y, 8, 7),
-            [
-                target("A", f"max({m('deepracer_model_iteration')})", legend="iteration"),
-                target("B", f"max({m('deepracer_model_round')})", legend="round"),
-            ],
-        )
-    )
-    p.append(
-        timeseries(
-            52,
+            (8, 7),
+            [(f"max({sel('deepracer_model_iteration')})", "iteration"),
+             (f"max({sel('deepracer_model_round')})", "round")],
+        ),
+        timeseries_panel(
             "Refresh errors",
-            "Failed refreshes of this model by reason (not_found, "
-            "access_denied, unreachable, timeout, ...).",
-            grid(8, y, 8, 7),
-            [
-                target(
-                    "A",
-                    "sum by (reason) (increase("
-                    f"{m('deepracer_exporter_refresh_errors_total')}[$__rate_interval]))",
-                    legend="{{reason}}",
-                )
-            ],
-            draw="bars",
-            stack=True,
-        )
-    )
-    p.append(
-        timeseries(
-            53,
+            "Failed refreshes of this model by reason (not_found, access_denied, unreachable, "
+            "timeout, ...).",
+            (8, 7),
+            [("sum by (reason) (increase("
+              f"{sel('deepracer_exporter_refresh_errors_total')}[$__rate_interval]))",
+              "{{reason}}")],
+            bars=True,
+        ),
+        timeseries_panel(
             "Exporter requests",
-            "Object GETs per second by result (downloaded or "
-            "not_modified thanks to the ETag), downloaded bytes per second, refresh duration.",
-            grid(16, y, 8, 7),
-            [
-                target(
-                    "A",
-                    "sum by (result) (rate("
-                    f"{m('deepracer_exporter_object_requests_total')}[$__rate_interval]))",
-                    legend="GET {{result}}/s",
-                ),
-                target(
-                    "B",
-                    "sum(rate("
-                    f"{m('deepracer_exporter_downloaded_bytes_total')}[$__rate_interval]))",
-                    legend="bytes/s",
-                ),
-                target(
-                    "C",
-                    f"max({m('deepracer_exporter_refresh_duration_seconds')})",
-                    legend="refresh duration (s)",
-                ),
-            ],
-        )
-    )
-    y += 7
+            "Object GETs per second by result (downloaded, tail, or not_modified thanks to the "
+            "ETag), downloaded bytes per second, and the refresh duration.",
+            (8, 7),
+            [("sum by (result) (rate("
+              f"{sel('deepracer_exporter_object_requests_total')}[$__rate_interval]))",
+              "GET {{result}}"),
+             (f"sum(rate({sel('deepracer_exporter_downloaded_bytes_total')}[$__rate_interval]))",
+              "downloaded"),
+             (f"max({sel('deepracer_exporter_refresh_duration_seconds')})", "refresh duration")],
+            unit="reqps", units={"B": "Bps", "C": "s"},
+        ),
+    ]
 
-    variables = [
-        {
-            "name": "model",
-            "label": "Model",
-            "type": "query",
-            "datasource": DS,
-            "definition": "label_values(deepracer_model_info, model)",
-            "query": {
-                "qryType": 1,
-                "query": "label_values(deepracer_model_info, model)",
-                "refId": "PrometheusVariableQueryEditor-VariableQuery",
-            },
-            "refresh": 2,
-            "sort": 1,
-            "multi": False,
-            "includeAll": False,
-            "current": {},
-            "options": [],
-            "hide": 0,
-            "regex": "",
-        }
-    ]
-    links = [
-        {
-            "title": "All models",
-            "type": "link",
-            "url": "/d/deepracer-overview",
-            "icon": "dashboard",
-            "keepTime": True,
-            "includeVars": False,
-            "asDropdown": False,
-            "targetBlank": False,
-            "tags": [],
-            "tooltip": "",
-        }
-    ]
+
+def training_dashboard(t: Thresholds) -> dm.Dashboard:
     return dashboard(
-        "deepracer-training",
+        TRAINING_UID,
         "DeepRacer training",
-        "One DeepRacer model: console reward graph, notebook progress charts, "
-        "lap times, episode outcomes, exporter health.",
-        p,
-        variables,
-        links,
+        "One DeepRacer model: console reward graph, notebook progress charts, lap times, "
+        "episode outcomes, exporter health.",
+        [status_section(t), console_section(), progress_section(), laps_section(),
+         evaluation_section(), outcomes_section(), model_section(), activity_section()],
+        per_model=True,
+        link=("All models", f"/d/{OVERVIEW_UID}"),
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Overview dashboard: all models
+# --- overview dashboard: all models ------------------------------------------------------------
 
 
-def overview_dashboard() -> Json:
-    p: list[Json] = []
-    y = 0
-    queries = [
-        ("A", "max by (model) (deepracer_model_iteration)", "Iteration"),
-        ("B", "max by (model) (deepracer_model_round)", "Round"),
-        (
-            "C",
-            'min by (model) (deepracer_model_best_lap_seconds{phase="training"})',
-            "Best lap (training)",
-        ),
-        (
-            "D",
-            'min by (model) (deepracer_model_best_lap_seconds{phase="evaluation"})',
-            "Best lap (evaluation)",
-        ),
-        (
-            "E",
-            'max by (model) (deepracer_model_rolling_completion_ratio{phase="training"})',
-            "Completion (training)",
-        ),
-        (
-            "F",
-            'max by (model) (deepracer_model_rolling_completion_ratio{phase="evaluation"})',
-            "Completion (evaluation)",
-        ),
-        (
-            "G",
-            'max by (model) (deepracer_model_rolling_reward{phase="training"})',
-            "Reward (training)",
-        ),
-        (
-            "H",
-            "time() - max by (model) (deepracer_model_last_update_timestamp_seconds > 0)",
-            "Since update",
-        ),
-        (
-            "I",
-            f"(time() - max by (model) (deepracer_model_last_update_timestamp_seconds > 0) > bool "
-            f"{STALL_SECONDS}) * on (model) (1 - max by (model) (deepracer_model_finished))",
-            "Stalled",
-        ),
-        ("J", "max by (model) (deepracer_model_finished)", "Finished"),
-        ("K", "min by (model) (deepracer_exporter_refresh_success)", "Refresh"),
-        (
-            "M",
-            'max by (model) (deepracer_model_action_space{bound="speed_min"})',
-            "Speed min",
-        ),
-        (
-            "N",
-            'max by (model) (deepracer_model_action_space{bound="speed_max"})',
-            "Speed max",
-        ),
-        (
-            "O",
-            "min by (model) (deepracer_model_best_evaluation_lap_seconds)",
-            "Best evaluated lap",
-        ),
+def overview_dashboard(t: Thresholds) -> dm.Dashboard:
+    """Current-state families only, so idle models (no per-iteration history) are listed too."""
+
+    def by_model(agg: str, metric: str, **labels: str) -> str:
+        return f"{agg} by (model) ({sel(metric, per_model=False, **labels)})"
+
+    since = f"time() - ({by_model('max', 'deepracer_model_last_update_timestamp_seconds')} > 0)"
+    not_finished = f"(1 - {by_model('max', 'deepracer_model_finished')})"
+    seconds = {"unit": "s", "decimals": 3}
+    ratio = {"unit": "percentunit", "decimals": 1}
+    speed = {"unit": "velocityms", "decimals": 2}
+    def col(agg: str, metric: str, title: str, extra: Json, **labels: str) -> Value:
+        return Value(by_model(agg, metric, **labels), title, extra)
+
+    rolling = "deepracer_model_rolling_completion_ratio"
+    best = "deepracer_model_best_lap_seconds"
+    columns = [
+        col("max", "deepracer_model_iteration", "Iteration", {"decimals": 0}),
+        col("max", "deepracer_model_round", "Round", {"decimals": 0}),
+        *(col("max", "deepracer_model_action_space", f"Speed {b}", speed, bound=f"speed_{b}")
+          for b in ("min", "max")),
+        *(col("min", best, f"Best lap ({phase})", seconds, phase=phase)
+          for phase in ("training", "evaluation")),
+        col("min", "deepracer_model_best_evaluation_lap_seconds", "Best evaluated lap", seconds),
+        *(col("max", rolling, f"Completion ({phase})", ratio, phase=phase)
+          for phase in ("training", "evaluation")),
+        col("max", "deepracer_model_rolling_reward", "Reward (training)", {"decimals": 1},
+            phase="training"),
+        Value(since, "Since update",
+              {"unit": "s", "decimals": 0, "custom.cellOptions": {"type": "color-text"},
+               "thresholds": steps((None, "green"), (WARN_SECONDS, "orange"),
+                                   (t.stall_seconds, "red"))}),
+        Value(f"({since} > bool {t.stall_seconds}) * ({since} <= bool {t.stall_window_seconds})"
+              f" * on (model) {not_finished}", "Stalled",
+              {"custom.cellOptions": {"type": "color-background"},
+               "mappings": value_map({"0": ("no", "green"), "1": ("STALLED", "red")})}),
+        Value(by_model("max", "deepracer_model_finished"), "Finished",
+              {"mappings": value_map({"0": ("training", "blue"), "1": ("finished", "green")})}),
+        Value(by_model("min", "deepracer_exporter_refresh_success"), "Refresh",
+              {"custom.cellOptions": {"type": "color-background"}, "mappings": OK_FAILING}),
     ]
-    # Action space type and number of actions are labels of an info metric: its frame brings them
-    # as columns, joined to the others on `model` (its constant value is dropped).
-    metadata = target(
-        "L",
-        "max by (model, action_space_type, action_count) (deepracer_model_metadata_info)",
-        instant=True,
-    )
-    columns = ["model", "Value #A", "Value #B", "action_space_type", "action_count"]
-    columns += [f"Value #{ref}" for ref in "MNCDO"] + [f"Value #{ref}" for ref in "EFGHIJK"]
-    overrides = [
-        override(
-            "byName",
-            "model",
-            displayName="Model",
-            links=[
-                {
-                    "title": "Open ${__data.fields.model} in DeepRacer training",
-                    "url": "/d/deepracer-training/deepracer-training"
-                    "?var-model=${__data.fields.model}&${__url_time_range}",
-                    "targetBlank": False,
-                }
-            ],
-        ),
-        override("byName", "Value #C", unit="s", decimals=3),
-        override("byName", "Value #D", unit="s", decimals=3),
-        override("byName", "Value #E", unit="percentunit", decimals=1),
-        override("byName", "Value #F", unit="percentunit", decimals=1),
-        override("byName", "Value #G", decimals=1),
-        override("byName", "Value #M", unit="velocityms", decimals=2),
-        override("byName", "Value #N", unit="velocityms", decimals=2),
-        override("byName", "Value #O", unit="s", decimals=3),
-        override("byName", "action_space_type", displayName="Action space"),
-        override("byName", "action_count", displayName="Actions"),
-        override(
-            "byName",
-            "Value #H",
-            unit="s",
-            decimals=0,
-            custom__cellOptions={"type": "color-text"},
-            thresholds={
-                "mode": "absolute",
-                "steps": [
-                    {"value": None, "color": "green"},
-                    {"value": WARN_SECONDS, "color": "orange"},
-                    {"value": STALL_SECONDS, "color": "red"},
-                ],
-            },
-        ),
-        override(
-            "byName",
-            "Value #I",
-            custom__cellOptions={"type": "color-background"},
-            mappings=value_map({"0": ("no", "green"), "1": ("STALLED", "red")}),
-        ),
-        override(
-            "byName",
-            "Value #J",
-            mappings=value_map({"0": ("training", "blue"), "1": ("finished", "green")}),
-        ),
-        override(
-            "byName",
-            "Value #K",
-            custom__cellOptions={"type": "color-background"},
-            mappings=value_map({"0": ("FAILING", "red"), "1": ("OK", "green")}),
-        ),
+    info = [
+        (by_model("max", "deepracer_model_info"), {}),
+        ("max by (model, action_space_type, action_count) "
+         f"({sel('deepracer_model_metadata_info', per_model=False)})",
+         {"action_space_type": "Action space", "action_count": "Actions"}),
     ]
-    for ref, _, title in queries:
-        overrides.append(override("byName", f"Value #{ref}", displayName=title))
-    # Iteration and round are integers.
-    overrides[1:1] = [
-        override("byName", "Value #A", decimals=0),
-        override("byName", "Value #B", decimals=0),
-    ]
-    p.append(
-        {
-            "id": 1,
-            "type": "table",
-            "title": "Models",
-            "description": "Every watched model side by side. Click a model to open its training "
-            f"dashboard. Stalled: no new metrics for {STALL_SECONDS // 60} min and not "
-            "finished. Completion and reward are rolling means at the latest "
-            "iteration. Action space, actions (discrete) and speed range come from "
-            "model_metadata.json; the best evaluated lap from the evaluation runs.",
-            "pluginVersion": GRAFANA_VERSION,
-            "datasource": DS,
-            "gridPos": grid(0, y, 24, 9),
-            "targets": [
-                *(target(ref, expr, instant=True) for ref, expr, _ in queries),
-                metadata,
-            ],
-            "transformations": join_tables(
-                "model", [*(ref for ref, _, _ in queries), "L"], columns, {}
-            ),
-            "fieldConfig": {
-                "defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-                "overrides": overrides,
-            },
-            "options": {
-                "showHeader": True,
-                "cellHeight": "sm",
-                "footer": {"show": False, "reducer": ["sum"], "fields": ""},
-                "sortBy": [{"displayName": "Model", "desc": False}],
-            },
-        }
-    )
-    y += 9
-    p.append(
-        timeseries(
-            2,
-            "Rolling completion (training)",
-            "Rolling mean completion of every model over wall time.",
-            grid(0, y, 12, 8),
-            [
-                target(
-                    "A",
-                    'max by (model) (deepracer_model_rolling_completion_ratio{phase="training"})',
-                    legend="{{model}}",
-                )
-            ],
-            unit="percentunit",
-        )
-    )
-    p.append(
-        timeseries(
-            3,
-            "Iteration",
-            "Master iteration of every model over wall time: a flat line is a model "
-            "that is not training.",
-            grid(12, y, 12, 8),
-            [target("A", "max by (model) (deepracer_model_iteration)", legend="{{model}}")],
-        )
-    )
-    y += 8
-    p.append(
-        timeseries(
-            4,
-            "Best lap (training)",
-            "Fastest training lap of every model so far.",
-            grid(0, y, 12, 8),
-            [
-                target(
-                    "A",
-                    'min by (model) (deepracer_model_best_lap_seconds{phase="training"})',
-                    legend="{{model}}",
-                )
-            ],
-            unit="s",
-        )
-    )
-    p.append(
-        alert_list(
-            5,
-            "Firing DeepRacer alerts",
-            "Firing and pending alerts of all "
-            "models (rules in prometheus/rules, evaluated by Prometheus).",
-            grid(12, y, 12, 8),
-            "",
-        )
-    )
-    y += 8
-    p.append(
-        stat(
-            6,
-            "Models watched",
-            "Models the exporter watches.",
-            grid(0, y, 6, 4),
-            [target("A", "max(deepracer_exporter_models)", instant=True)],
-            decimals=0,
-        )
-    )
-    p.append(
-        stat(
-            7,
-            "Failing refreshes",
-            "Models whose last refresh failed.",
-            grid(6, y, 6, 4),
-            [
-                target(
-                    "A", "count(deepracer_exporter_refresh_success == 0) or vector(0)", instant=True
-                )
-            ],
-            decimals=0,
-            thresholds=[(None, "green"), (1, "red")],
-        )
-    )
-    p.append(
-        stat(
-            8,
-            "Discovery",
-            "Did the last listing of each `discover` entry succeed?",
-            grid(12, y, 6, 4),
-            [target("A", "min(deepracer_exporter_discovery_success) or vector(1)", instant=True)],
-            mappings=value_map({"0": ("FAILING", "red"), "1": ("OK", "green")}),
-        )
-    )
-    p.append(
-        stat(
-            9,
-            "Exporter version",
-            "deepracer-exporter version.",
-            grid(18, y, 6, 4),
-            [target("A", "max by (version) (deepracer_exporter_build_info)", instant=True)],
-        )
-    )
-    p[-1]["fieldConfig"]["defaults"]["displayName"] = "${__field.labels.version}"
-    p[-1]["options"]["textMode"] = "name"
-    links = [
-        {
-            "title": "Training dashboard",
-            "type": "link",
-            "url": "/d/deepracer-training",
-            "icon": "dashboard",
-            "keepTime": True,
-            "includeVars": False,
-            "asDropdown": False,
-            "targetBlank": False,
-            "tags": [],
-            "tooltip": "",
-        }
-    ]
+    link = {
+        "title": "Open ${__data.fields.model} in DeepRacer training",
+        "url": f"/d/{TRAINING_UID}/deepracer-training?var-model=${{__data.fields.model}}"
+        "&${datasource:queryparam}&${job:queryparam}&${__url_time_range}",
+        "targetBlank": False,
+    }
+    models = joined_table(
+        "Models",
+        "Every model the exporter watches, idle ones included (only current-state series are "
+        "queried). Click a model to open its training dashboard. Stalled: no new metrics for "
+        f"{t.stall_seconds // 60} min, written within the last {t.stall_window_seconds // 3600} h "
+        "and not finished (as DeepRacerTrainingStalled). Completion and reward are rolling means "
+        "at the latest iteration. Action space, actions (discrete) and speed range come from "
+        "model_metadata.json; the best evaluated lap from the evaluation runs.",
+        (24, 9), "model", columns, info=info,
+        order=["model", "Value #A", "Value #B", "action_space_type", "action_count"],
+        sort_by=("Model", False),
+    ).override_by_name("model", props(displayName="Model", links=[link]))
+
+    def by_model_chart(title: str, description: str, expr: str, unit: str = "none") -> Any:
+        return timeseries_panel(title, description, (12, 8), [(expr, "{{model}}")], unit=unit)
+
     return dashboard(
-        "deepracer-overview",
+        OVERVIEW_UID,
         "DeepRacer overview",
         "Every DeepRacer model the exporter watches, side by side.",
-        p,
-        [],
-        links,
+        [("", [
+            models,
+            by_model_chart("Rolling completion (training)",
+                           "Rolling mean completion of every model over wall time.",
+                           by_model("max", rolling, phase="training"),
+                           "percentunit"),
+            by_model_chart("Iteration", "Master iteration of every model over wall time: a flat "
+                           "line is a model that is not training.",
+                           by_model("max", "deepracer_model_iteration")),
+            by_model_chart("Best lap (training)", "Fastest training lap of every model so far.",
+                           by_model("min", best, phase="training"), "s"),
+            alert_list("Firing DeepRacer alerts", "Firing and pending alerts of all models "
+                       "(rules in prometheus/rules, evaluated by Prometheus).", (12, 8), ""),
+            stat_panel("Models watched", "Models the exporter watches.", (6, 4),
+                       [Value(f"sum(max by (job, instance) (deepracer_exporter_models{{{JOB}}}))")],
+                       decimals=0),
+            stat_panel("Failing refreshes", "Models whose last refresh failed.", (6, 4),
+                       [Value(f"count(deepracer_exporter_refresh_success{{{JOB}}} == 0)"
+                              " or vector(0)")],
+                       decimals=0, thresholds=steps((None, "green"), (1, "red"))),
+            stat_panel("Discovery", "Did the last listing of each `discover` entry succeed?",
+                       (6, 4),
+                       [Value(f"min(deepracer_exporter_discovery_success{{{JOB}}}) or vector(1)")],
+                       mappings=OK_FAILING),
+            stat_panel("Exporter version", "deepracer-exporter version.", (6, 4),
+                       [Value(f"max by (version) (deepracer_exporter_build_info{{{JOB}}})")],
+                       display="${__field.labels.version}", text_mode=cm.BigValueTextMode.NAME),
+        ])],
+        per_model=False,
+        link=("Training dashboard", f"/d/{TRAINING_UID}"),
     )
 
 
-DASHBOARDS = {
-    "deepracer-training.json": training_dashboard,
-    "deepracer-overview.json": overview_dashboard,
-}
-
-
-def render() -> dict[str, str]:
-    """File name -> JSON text, exactly as committed."""
-    return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
+def render(rules: Path = RULES) -> dict[str, str]:
+    """File name -> JSON text, exactly as committed (with the thresholds of `rules`)."""
+    t = rule_thresholds(rules)
+    boards = {"deepracer-training.json": training_dashboard(t),
+              "deepracer-overview.json": overview_dashboard(t)}
+    return {name: json.dumps(b, cls=JSONEncoder, indent=2) + "\n" for name, b in boards.items()}
 
 
 def main() -> int:

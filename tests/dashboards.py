@@ -10,12 +10,13 @@ query against a real Prometheus:
 `Query.requires` names what a query legitimately needs before it can return data, so a test can
 skip it for a model that lacks it: `completed_lap` (lap metrics exist only after a completed lap),
 `evaluation` (evaluation episodes), `discover` (a `discover` entry in the exporter config),
-`history` (a range vector: at least two scrapes), and for the files besides the training metrics:
+`history` (a range vector: at least two scrapes), `per_iteration` (deepracer_iteration_* series,
+which an idle model does not export), and for the files besides the training metrics:
 `evaluation_runs` (evaluation run files, `metrics/evaluation/*.json`), `evaluation_lap` (an
 evaluation run with a completed lap), `metadata` (`model/model_metadata.json`), `hyperparameters`
 (`ip/hyperparameters.json`), `checkpoints` (`model/deepracer_checkpoints.json`).
 
-The console chart (DeepRacer console reward graph) is panel `CONSOLE_CHART_PANEL_ID` of the
+The console chart (DeepRacer console reward graph) is the panel titled `CONSOLE_CHART_TITLE` of the
 training dashboard; `console_chart_queries(model)` maps deepracer-utils `getSummary(method="mean")`
 columns to its queries. Completion there is in percent, the same scale as getSummary.
 """
@@ -37,7 +38,9 @@ METRICS_DOC = REPO_ROOT / "README.md"
 
 TRAINING_UID = "deepracer-training"
 OVERVIEW_UID = "deepracer-overview"
-CONSOLE_CHART_PANEL_ID = 2
+CONSOLE_CHART_TITLE = "Reward and completion (DeepRacer console)"
+# What `$job` becomes with the job variable's default, All (its allValue).
+ALL_JOBS = ".+"
 # refId of the console chart's query -> deepracer-utils getSummary(method="mean") column.
 CONSOLE_CHART_SERIES = {"A": "train_reward", "B": "train_completion", "C": "eval_completion"}
 
@@ -109,6 +112,8 @@ def _requires(expr: str) -> frozenset[str]:
         need.add("discover")
     if re.search(r"\[[^\]]+\]", expr):
         need.add("history")
+    if any(n.startswith("deepracer_iteration_") for n in names):
+        need.add("per_iteration")
     for flag, families in FILE_REQUIREMENTS.items():
         if names & families:
             need.add(flag)
@@ -152,6 +157,7 @@ def substitute(
     interval: str = "15s",
     rate_interval: str = "1m",
     range_: str = "1h",
+    job: str = ALL_JOBS,
 ) -> str:
     """Replace Grafana template variables the way Grafana would for one model.
 
@@ -160,6 +166,7 @@ def substitute(
     """
     values = {
         "model": _escape_label_value(model),
+        "job": job,
         "__interval": interval,
         "__interval_ms": str(_duration_ms(interval)),
         "__rate_interval": rate_interval,
@@ -212,9 +219,9 @@ def queries_for_model(model: str, **durations: str) -> list[Query]:
 def console_chart_panel(dashboards: dict[str, Json] | None = None) -> Json:
     board = (dashboards or load_dashboards())[TRAINING_UID]
     for panel in iter_panels(board):
-        if panel["id"] == CONSOLE_CHART_PANEL_ID:
+        if panel.get("title") == CONSOLE_CHART_TITLE:
             return panel
-    raise LookupError(f"no panel {CONSOLE_CHART_PANEL_ID} in {TRAINING_UID}")
+    raise LookupError(f"no panel {CONSOLE_CHART_TITLE!r} in {TRAINING_UID}")
 
 
 def console_chart_queries(model: str) -> dict[str, str]:
@@ -228,9 +235,11 @@ def console_chart_queries(model: str) -> dict[str, str]:
 
 
 def variable_queries(dashboard: Json) -> list[tuple[str, str]]:
-    """(variable name, query text) of every template variable."""
+    """(variable name, PromQL text) of every query variable."""
     out = []
     for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") != "query":
+            continue
         query = var.get("query")
         if isinstance(query, dict):
             query = query.get("query", "")

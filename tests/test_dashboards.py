@@ -1,8 +1,9 @@
 """Static checks of the Grafana provisioning and dashboards (no Grafana needed).
 
 Catches what Grafana would only show as an empty or broken panel: typos in metric names, PromQL
-syntax errors, datasource uids that do not exist, per-iteration charts plotted over wall time,
-and dashboards that drifted from grafana/generate_dashboards.py.
+syntax errors, panels that do not use the datasource variable, per-iteration charts plotted over
+wall time, dashboards that drifted from grafana/generate_dashboards.py or from the thresholds of
+the alert rules; and lints what grafana/dashboard-linter would (its rules as tests).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ import dashboards as dash
 from helpers import require_tool
 
 DS_UID = "deepracer-prometheus"
-DS_REF = {"type": "prometheus", "uid": DS_UID}
+DS_VARIABLE_REF = {"type": "prometheus", "uid": "${datasource}"}
+RULES = dash.REPO_ROOT / "prometheus" / "rules" / "deepracer.yml"
 
 # Grafana 11 core panel plugins this project may use.
 CORE_PANEL_TYPES = {
@@ -57,6 +60,7 @@ def _load_generator() -> Any:
     spec = importlib.util.spec_from_file_location("generate_dashboards", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -138,35 +142,58 @@ def test_panel_types_are_core_grafana() -> None:
         assert panel["type"] in CORE_PANEL_TYPES, (uid, panel["title"], panel["type"])
 
 
-def test_every_datasource_reference_is_the_provisioned_one() -> None:
-    name = _provisioned_datasources()[0]["name"]
+def _variables(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in board["templating"]["list"]}
+
+
+def test_datasource_variable_defaults_to_the_provisioned_datasource() -> None:
+    """Lint template-datasource: any Prometheus of the Grafana the JSON is imported into, the
+    provisioned one by default, so the compose stack works without a choice."""
+    for uid, board in BOARDS.items():
+        ds = _variables(board)["datasource"]
+        assert ds["type"] == "datasource" and ds["query"] == "prometheus", uid
+        assert ds["current"]["value"] == DS_UID == _provisioned_datasources()[0]["uid"], uid
+        assert board["templating"]["list"][0] is ds, "the first variable: the others use it"
+
+
+def test_every_panel_target_and_variable_queries_the_datasource_variable() -> None:
+    """Lint panel-datasource: no panel names a datasource uid another Grafana does not have."""
     for uid, panel in _panels():
         where = (uid, panel["title"])
         if panel["type"] in NO_QUERY_PANELS:
             assert "targets" not in panel or not panel["targets"], where
         else:
-            assert panel.get("datasource") == DS_REF, where
+            assert panel.get("datasource") == DS_VARIABLE_REF, where
         for t in panel.get("targets", []):
-            assert t.get("datasource") == DS_REF, (*where, t["refId"])
+            assert t.get("datasource") == DS_VARIABLE_REF, (*where, t["refId"])
         if panel["type"] == "alertlist":
-            # The alert list picks its rules source by datasource name.
-            assert panel["options"]["datasource"] == name, where
+            # It names its rules source by datasource *name*, which differs between Grafanas:
+            # none, so it lists DeepRacer alerts of any source.
+            assert panel["options"]["datasource"] == "", where
     for uid, board in BOARDS.items():
         for var in board["templating"]["list"]:
-            assert var.get("datasource") == DS_REF, (uid, var["name"])
+            if var["type"] == "query":
+                assert var.get("datasource") == DS_VARIABLE_REF, (uid, var["name"])
         for ann in board["annotations"]["list"]:
-            assert ann.get("builtIn") == 1 or ann.get("datasource") == DS_REF, (uid, ann)
+            assert ann.get("builtIn") == 1 or ann.get("datasource") == DS_VARIABLE_REF, (uid, ann)
 
 
 def test_template_variables_have_queries() -> None:
     for uid, board in BOARDS.items():
         for name, query in dash.variable_queries(board):
             assert query.strip(), (uid, name)
-    (model,) = BOARDS[dash.TRAINING_UID]["templating"]["list"]
-    assert model["name"] == "model"
+    assert list(_variables(BOARDS[dash.TRAINING_UID])) == ["datasource", "job", "model"]
+    assert list(_variables(BOARDS[dash.OVERVIEW_UID])) == ["datasource", "job"]
     assert dict(dash.variable_queries(BOARDS[dash.TRAINING_UID]))["model"] == (
-        "label_values(deepracer_model_info, model)"
+        'label_values(deepracer_model_info{job=~"$job"}, model)'
     )
+    for board in BOARDS.values():
+        job = _variables(board)["job"]
+        # Every scrape job of an exporter (shards, several exporters), all of them by default.
+        assert dash.variable_queries(board)[0] == (
+            "job", "label_values(deepracer_exporter_build_info, job)")
+        assert job["multi"] and job["includeAll"] and job["current"]["value"] == "$__all"
+        assert job["allValue"] == dash.ALL_JOBS
 
 
 def test_query_panels_have_targets() -> None:
@@ -336,8 +363,8 @@ def test_console_chart() -> None:
         phase = "training" if column.startswith("train_") else "evaluation"
         metric = "reward" if column.endswith("_reward") else "completion_ratio"
         assert (
-            f'deepracer_iteration_{metric}{{model="$model", phase="{phase}", stat="mean"}}'
-            in (refs[ref])
+            f'deepracer_iteration_{metric}{{model="$model", phase="{phase}", stat="mean", '
+            'job=~"$job"}' in refs[ref]
         )
         name = props[ref]["displayName"].lower()
         assert phase in name and metric.split("_")[0] in name
@@ -395,8 +422,12 @@ def test_overview_table_links_to_the_training_dashboard() -> None:
     assert links
     assert links[0]["url"].startswith(f"/d/{dash.TRAINING_UID}")
     assert "var-model=${__data.fields.model}" in links[0]["url"]
+    # The chosen datasource and jobs go along (the training dashboard has the same variables).
+    assert "${datasource:queryparam}" in links[0]["url"]
+    assert "${job:queryparam}" in links[0]["url"]
     exprs = " ".join(t["expr"] for t in table["targets"])
     for metric in (
+        "deepracer_model_info",
         "deepracer_model_iteration",
         "deepracer_model_best_lap_seconds",
         "deepracer_model_rolling_completion_ratio",
@@ -407,8 +438,8 @@ def test_overview_table_links_to_the_training_dashboard() -> None:
         assert metric in exprs, metric
     # Action space and best evaluated lap (issue 8) are columns of the same table.
     assert "deepracer_model_metadata_info" in exprs
-    assert 'deepracer_model_action_space{bound="speed_min"}' in exprs
-    assert 'deepracer_model_action_space{bound="speed_max"}' in exprs
+    assert 'deepracer_model_action_space{bound="speed_min", job=~"$job"}' in exprs
+    assert 'deepracer_model_action_space{bound="speed_max", job=~"$job"}' in exprs
     assert "deepracer_model_best_evaluation_lap_seconds" in exprs
     columns = _join_columns(table)
     assert {"action_space_type", "action_count"} <= set(columns)
@@ -465,7 +496,8 @@ def test_joined_tables_have_one_row_per_key() -> None:
     """Queries merged into one table row per key: every frame carries the key label, Time is
     dropped from each frame before the join, and every query has a column."""
     tables = _joined_tables()
-    assert {p["id"] for uid, p in tables if uid == dash.TRAINING_UID} >= {61, 71}
+    assert {p["title"] for uid, p in tables if uid == dash.TRAINING_UID} >= {
+        "Evaluation runs", "Model"}
     assert any(uid == dash.OVERVIEW_UID for uid, _ in tables)
     for uid, panel in tables:
         where = (uid, panel["title"])
@@ -492,8 +524,8 @@ def test_joined_tables_have_one_row_per_key() -> None:
 
 
 def test_evaluation_runs_table() -> None:
-    panel = next(p for p in dash.iter_panels(BOARDS[dash.TRAINING_UID]) if p["id"] == 61)
-    assert panel["type"] == "table" and panel["title"] == "Evaluation runs"
+    panel = next(p for p in dash.iter_panels(BOARDS[dash.TRAINING_UID])
+                 if p["type"] == "table" and p["title"] == "Evaluation runs")
     assert _join_key(panel) == "run"
     by_ref = {t["refId"]: t["expr"] for t in panel["targets"]}
     for expr in by_ref.values():
@@ -506,8 +538,8 @@ def test_evaluation_runs_table() -> None:
         "Trials": "deepracer_evaluation_trials",
         "Completed laps": "deepracer_evaluation_completed_laps",
         "Completion": "deepracer_evaluation_completion_ratio",
-        "Mean lap": 'deepracer_evaluation_lap_seconds{model="$model", stat="mean"}',
-        "Best lap": 'deepracer_evaluation_lap_seconds{model="$model", stat="min"}',
+        "Mean lap": 'deepracer_evaluation_lap_seconds{model="$model", stat="mean",',
+        "Best lap": 'deepracer_evaluation_lap_seconds{model="$model", stat="min",',
     }
     for reason, title in (
         ("off_track", "Off track"),
@@ -515,7 +547,7 @@ def test_evaluation_runs_table() -> None:
         ("reversed", "Reversed"),
         ("immobilized", "Immobilized"),
     ):
-        expected[title] = f'deepracer_evaluation_resets{{model="$model", reason="{reason}"}}'
+        expected[title] = f'deepracer_evaluation_resets{{model="$model", reason="{reason}",'
     assert set(titles) == set(expected)
     for title, fragment in expected.items():
         assert fragment in titles[title], (title, titles[title])
@@ -674,9 +706,201 @@ def test_label_matchers_select_real_series() -> None:
                 wanted,
             )
             checked += 1
-        for label in _grouping(q.expr) - {"model"}:
+        for label in _grouping(q.expr) - {"model", "job", "instance"}:
             for metric in dash.metric_names(q.expr) & set(series):
                 assert any(label in s for s in series[metric]), (q.panel_title, metric, label)
     # Every training dashboard query has a `model="$model"` selector; only checkpoints lack data.
     training = [q for q in QUERIES if q.dashboard_uid == dash.TRAINING_UID]
     assert checked >= len([q for q in training if "checkpoint" not in q.expr])
+
+
+# --- lint: grafana/dashboard-linter's rules as tests ---------------------------------------------
+
+# Grafana unit ids this project may use (a misspelt unit shows raw numbers).
+VALID_UNITS = {
+    "none", "short", "percent", "percentunit", "s", "ms", "m", "h", "d", "dtdurations",
+    "dateTimeAsIso", "dateTimeFromNow", "bytes", "Bps", "reqps", "ops", "velocityms", "degree",
+}  # fmt: skip
+QUANTITY_PANELS = {"stat", "timeseries", "table", "xychart", "barchart"}
+COUNTER = re.compile(r"[a-zA-Z_:][\w:]*_total\b")
+
+
+def _targets() -> list[tuple[str, str, str]]:
+    return [(q.dashboard_uid, q.panel_title, q.expr) for q in QUERIES]
+
+
+def test_lint_every_panel_has_a_title_and_a_description() -> None:
+    for uid, panel in _panels():
+        assert panel.get("title", "").strip(), (uid, panel.get("id"))
+        if panel["type"] != "row":
+            assert len(panel.get("description", "")) > 20, (uid, panel["title"])
+    titles = [(uid, p["title"]) for uid, p in _panels() if p["type"] != "row"]
+    assert len(titles) == len(set(titles)), "two panels of a dashboard share a title"
+
+
+def test_lint_quantities_have_units() -> None:
+    for uid, panel in _panels():
+        if panel["type"] not in QUANTITY_PANELS:
+            continue
+        where = (uid, panel["title"])
+        assert panel["fieldConfig"]["defaults"].get("unit") in VALID_UNITS, where
+        for o in panel["fieldConfig"]["overrides"]:
+            for prop in o["properties"]:
+                if prop["id"] == "unit":
+                    assert prop["value"] in VALID_UNITS, (*where, o["matcher"])
+
+
+def _strip_strings(expr: str) -> str:
+    return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+
+
+def test_lint_counters_only_under_rate_or_increase() -> None:
+    """target-counter-agg: a counter's raw value (episodes so far, errors so far) depends on
+    when the exporter started; only its rate or increase means something on a chart."""
+    counters = 0
+    for uid, title, expr in _targets():
+        text = _strip_strings(expr)
+        for match in COUNTER.finditer(text):
+            before, after = text[: match.start()], text[match.end() :]
+            assert re.search(r"\b(?:rate|irate|increase)\(\s*$", before), (uid, title, expr)
+            assert re.match(r'\s*(?:\{[^}]*\})?\s*\[', after), (uid, title, expr)
+            counters += 1
+    assert counters >= 4
+    assert not re.search(r"\b(?:rate|increase)\(\s*$", "sum(deepracer_model_episodes_total)")
+
+
+def test_lint_rates_use_rate_interval() -> None:
+    rates = 0
+    for uid, title, expr in _targets():
+        for window in re.findall(r"\b(?:rate|irate)\([^\[]*\[([^\]]+)\]", expr):
+            assert window == "$__rate_interval", (uid, title, expr)
+            rates += 1
+    assert rates >= 2
+
+
+def test_lint_every_selector_filters_on_the_job_variable() -> None:
+    """With several exporters (shards, jobs) feeding one Grafana, `job` picks among them."""
+    for uid, title, expr in _targets():
+        for name in dash.metric_names(expr):
+            for match in re.finditer(rf"\b{re.escape(name)}\b(\{{[^}}]*\}})?", expr):
+                assert match.group(1) and 'job=~"$job"' in match.group(1), (uid, title, expr)
+
+
+# --- one place for the thresholds: the rules file -------------------------------------------------
+
+
+def _rule_numbers(text: str) -> dict[str, int]:
+    """The shared thresholds, read here independently of the generator."""
+    exprs = {r["alert"]: r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]
+             if "alert" in r}  # fmt: skip
+    stalled = exprs["DeepRacerTrainingStalled"]
+    window = re.search(r"changes\([^)]*\[(\d+)h\]\)", stalled)
+    stall = re.search(r"^time\(\) - \(\w+ > 0\) > (\d+)$", stalled, re.M)
+    plateau = re.search(r"\} >= (\d+)$", exprs["DeepRacerProgressPlateau"], re.M)
+    assert window and stall and plateau, "the rule text changed: update this test"
+    return {"stall": int(stall[1]), "window": 3600 * int(window[1]), "plateau": int(plateau[1])}
+
+
+def _red_step(steps: list[dict[str, Any]]) -> float:
+    return next(s["value"] for s in steps if s["color"] == "red")
+
+
+def _shown_thresholds(boards: dict[str, Any]) -> dict[str, Any]:
+    """Where the dashboards show the alert thresholds."""
+    training = {p["title"]: p for p in dash.iter_panels(boards[dash.TRAINING_UID])}
+    models = next(p for p in dash.iter_panels(boards[dash.OVERVIEW_UID]) if p["title"] == "Models")
+    names = _display_names(models)
+    by_title = {names.get(f"Value #{t['refId']}"): t["expr"] for t in models["targets"]}
+    since = next(o for o in models["fieldConfig"]["overrides"]
+                 if o["matcher"]["options"] == "Since update")  # fmt: skip
+    stalled = re.search(r"> bool (\d+)\) \* \(.* <= bool (\d+)\)", by_title["Stalled"])
+    assert stalled, by_title["Stalled"]
+    return {
+        "since last update": _red_step(
+            training["Since last update"]["fieldConfig"]["defaults"]["thresholds"]["steps"]),
+        "overview since update": _red_step(
+            next(p["value"] for p in since["properties"] if p["id"] == "thresholds")["steps"]),
+        "overview stalled": int(stalled[1]),
+        "overview stalled window": int(stalled[2]),
+        "plateau": _red_step(training["Iterations without improvement"]["fieldConfig"]
+                             ["defaults"]["thresholds"]["steps"]),
+    }  # fmt: skip
+
+
+def _agrees(shown: dict[str, Any], rules: dict[str, int]) -> None:
+    assert shown == {
+        "since last update": rules["stall"],
+        "overview since update": rules["stall"],
+        "overview stalled": rules["stall"],
+        "overview stalled window": rules["window"],
+        "plateau": rules["plateau"],
+    }
+
+
+def test_dashboards_show_the_thresholds_of_the_alert_rules() -> None:
+    rules = _rule_numbers(RULES.read_text())
+    assert rules == {"stall": 900, "window": 6 * 3600, "plateau": 20}
+    _agrees(_shown_thresholds(BOARDS), rules)
+    since = _training_panel("Since last update")["description"]
+    assert f"red after {rules['stall'] // 60} min" in since
+
+
+def test_dashboards_follow_a_changed_rules_file(tmp_path: Path) -> None:
+    """The generator reads the thresholds out of the rules: change a rule, the dashboards follow."""
+    import json
+
+    text = RULES.read_text()
+    for old, new in (("> 900\n", "> 1200\n"), ("[6h]", "[3h]"), (">= 20\n", ">= 30\n")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    changed = tmp_path / "deepracer.yml"
+    changed.write_text(text)
+    boards = {json.loads(t)["uid"]: json.loads(t)
+              for t in _load_generator().render(changed).values()}  # fmt: skip
+    rules = _rule_numbers(text)
+    assert rules == {"stall": 1200, "window": 3 * 3600, "plateau": 30}
+    _agrees(_shown_thresholds(boards), rules)
+
+
+# --- the default per-iteration series (DECISIONS.md) ----------------------------------------------
+
+# deepracer_iteration_* family -> its name in the exporter's iteration_stats configuration.
+STAT_FAMILIES = {
+    "deepracer_iteration_reward": "reward",
+    "deepracer_iteration_completion_ratio": "completion",
+    "deepracer_iteration_episode_seconds": "episode_seconds",
+    "deepracer_iteration_lap_seconds": "lap_seconds",
+    "deepracer_iteration_rolling_reward": "rolling_reward",
+    "deepracer_iteration_rolling_completion_ratio": "rolling_completion",
+}
+
+
+def default_stat_selectors(exprs: list[str]) -> list[tuple[str, str, str]]:
+    """(phase, family, stat) of every per-iteration stat selector; fails on one without both."""
+    found = []
+    for expr in exprs:
+        for metric, matchers in re.findall(r"\b(deepracer_iteration_\w+)\{([^}]*)\}", expr):
+            if metric in STAT_FAMILIES:
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', matchers))
+                assert {"phase", "stat"} <= set(labels), expr
+                found.append((labels["phase"], STAT_FAMILIES[metric], labels["stat"]))
+    return found
+
+
+def test_dashboards_use_only_the_default_per_iteration_series() -> None:
+    from deepracer_exporter.config import DEFAULT_ITERATION_STATS
+
+    default = {(p, f, s) for p, f, stats in DEFAULT_ITERATION_STATS for s in stats}
+    used = default_stat_selectors([q.expr for q in QUERIES])
+    assert len(used) >= 15
+    assert set(used) <= default, sorted(set(used) - default)
+
+
+def test_overview_lists_idle_models() -> None:
+    """An idle model exports no per-iteration series: the overview must not need any."""
+    overview = [q for q in QUERIES if q.dashboard_uid == dash.OVERVIEW_UID]
+    assert overview
+    for q in overview:
+        assert "per_iteration" not in q.requires, (q.panel_title, q.expr)
+    training = [q for q in QUERIES if q.dashboard_uid == dash.TRAINING_UID]
+    assert any("per_iteration" in q.requires for q in training)

@@ -421,6 +421,8 @@ def model_has(got: Samples, model: str) -> set[str]:
         has.add("completed_lap")
     if pick(got, "deepracer_iteration_episodes", model=model, phase="evaluation"):
         has.add("evaluation")
+    if pick(got, "deepracer_iteration_episodes", model=model):
+        has.add("per_iteration")
     if pick(got, "deepracer_model_best_lap_seconds", model=model, phase="evaluation"):
         has.add("completed_lap+evaluation")
     for flag, family in (("evaluation_runs", "deepracer_evaluation_runs"),
@@ -443,7 +445,7 @@ def satisfied(q: dash.Query, has: set[str]) -> bool:
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     got = stack.metrics()
     # The sample model has everything every panel may require.
-    assert model_has(got, "single") >= {"completed_lap", "evaluation",
+    assert model_has(got, "single") >= {"completed_lap", "evaluation", "per_iteration",
                                         "completed_lap+evaluation", "evaluation_runs",
                                         "evaluation_lap", "metadata", "hyperparameters",
                                         "checkpoints"}
