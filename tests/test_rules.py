@@ -260,3 +260,21 @@ def test_exporter_down_fires_for_every_documented_job_name(promtool: str,
     proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_rules_use_only_the_default_per_iteration_series() -> None:
+    """Per-iteration stats outside the exporter's default set do not exist unless configured."""
+    from deepracer_exporter.config import DEFAULT_ITERATION_STATS
+
+    default = {(p, f, s) for p, f, stats in DEFAULT_ITERATION_STATS for s in stats}
+    families = {"deepracer_iteration_rolling_completion_ratio": "rolling_completion",
+                "deepracer_iteration_completion_ratio": "completion",
+                "deepracer_iteration_reward": "reward",
+                "deepracer_iteration_rolling_reward": "rolling_reward"}
+    used = set()
+    for rule in all_rules():
+        for metric, matchers in re.findall(r"\b(deepracer_iteration_\w+)\{([^}]*)\}", rule["expr"]):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', matchers))
+            used.add((labels["phase"], families[metric], labels["stat"]))
+    assert used == {("training", "rolling_completion", "mean")}
+    assert used <= default
