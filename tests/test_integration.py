@@ -336,7 +336,8 @@ def prom_samples(stack: Stack, selector: str) -> Samples:
 def test_per_iteration_series_equal_the_exposition(stack: Stack, model: str) -> None:
     exposed = {k: v for k, v in stack.metrics().items()
                if k[0].startswith("deepracer_iteration_") and ("model", model) in k[1]}
-    assert len(exposed) > 1000, len(exposed)
+    # The default per-iteration set: about 27 series per iteration, >= 24 iterations per model.
+    assert len(exposed) > 500, len(exposed)
     queried = prom_samples(stack, f'{{__name__=~"deepracer_iteration_.+", model="{model}"}}')
     assert set(queried) == set(exposed)
     # Values go through the text format and Prometheus' float formatting: both are exact.
