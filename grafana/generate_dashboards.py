@@ -320,7 +320,12 @@ def iteration_chart(
         .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC))
         .show(xm.XYShowMode.POINTS)
         .point_size(xychart.XychartFieldConfigPointSize().fixed(4))
+        .point_shape(xm.PointShape.CIRCLE)
+        .point_stroke_width(1)
         .line_width(2)
+        .line_style(cb.LineStyle().fill("solid"))
+        .hide_from(cb.HideSeriesConfig().legend(False).tooltip(False).viz(False))
+        .axis_border_show(False)
         .axis_placement(cm.AxisPlacement.AUTO)
         .mapping(xm.SeriesMapping.AUTO)
         .series(
