@@ -1,7 +1,7 @@
 """Web config (TLS + basic auth): parsing, and a real TLS server and clients on 127.0.0.1.
 
-Certificates are made at test time with `cryptography`. The server below uses `ssl_context`,
-`tls_handshake` and `BasicAuth` the way MetricsServer is meant to.
+Certificates are made at test time with `cryptography`; the server is the exporter's own
+MetricsServer with an empty snapshot.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import shutil
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -245,10 +246,29 @@ def test_client_without_the_ca_rejects_the_server(tls_auth_port: int) -> None:
 
 
 def test_idle_connection_does_not_stall_other_scrapes(pki: PKI, tls_auth_port: int) -> None:
-    """The handshake runs per connection thread, not in the accept loop."""
+    """A handshake waits for its client without holding up the others."""
     with socket.create_connection(("127.0.0.1", tls_auth_port)):  # connects, never handshakes
         resp = _get(tls_auth_port, _client_ctx(pki), _basic("alice", "wonderland"))
     assert resp.status == 200
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["eof", "reset"])
+def test_tls_client_dropping_mid_headers_prints_no_traceback(
+        pki: PKI, tls_auth_port: int, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture, reset: bool) -> None:
+    """Handshake, half a request head, then a close without close_notify (SSLEOFError on the
+    server) or a reset: an unauthenticated client must not be able to flood the log."""
+    for _ in range(3):
+        raw = socket.create_connection(("127.0.0.1", tls_auth_port), timeout=10)
+        tls = _client_ctx(pki).wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthoriz")
+        if reset:
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tls.close()  # without unwrap(): no close_notify is sent
+    assert _get(tls_auth_port, _client_ctx(pki), _basic("alice", "wonderland")).status == 200
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, err
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 CLIENT_CERT = """
@@ -323,6 +343,38 @@ def test_unknown_user_still_pays_bcrypt_and_malformed_headers_do_not() -> None:
                    "Basic " + base64.b64encode(b"\xff\xfe:pw").decode()):
         assert not auth.check(header)
     assert verify.calls == 1
+
+
+class CostRecorder:
+    """bcrypt.checkpw that records the cost of every hash it is asked to check."""
+
+    def __init__(self) -> None:
+        self.costs: list[int] = []
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        self.costs.append(int(hashed[4:6]))
+        return bcrypt.checkpw(password, hashed)
+
+    def take(self) -> list[int]:
+        costs, self.costs = sorted(self.costs), []
+        return costs
+
+
+def test_every_failed_check_costs_the_same_whatever_the_users_cost() -> None:
+    """docs/security.md promises that timing does not reveal which users exist: with a cheap
+    and a dear user, a wrong password for either and an unknown user run the same bcrypt work."""
+    verify = CostRecorder()
+    dear = bcrypt.hashpw(b"builder", bcrypt.gensalt(rounds=6)).decode()
+    auth = BasicAuth({"alice": _hash("wonderland"), "bob": dear}, verify=verify)
+    assert not auth.check(_basic("alice", "wrong"))
+    cheap_user = verify.take()
+    assert not auth.check(_basic("bob", "wrong"))
+    dear_user = verify.take()
+    assert not auth.check(_basic("mallory", "wrong"))
+    unknown_user = verify.take()
+    assert cheap_user == dear_user == unknown_user == [4, 6]
+    assert auth.check(_basic("bob", "builder"))
+    assert verify.take() == [4, 6]  # a first success too; later ones come from the cache
 
 
 def test_cached_credentials_do_not_leak_between_users() -> None:

@@ -18,7 +18,6 @@ import hmac
 import logging
 import re
 import secrets
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
@@ -283,23 +282,8 @@ def ssl_context(cfg: WebConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def tls_handshake(ctx: ssl.SSLContext, conn: socket.socket,
-                  timeout: float = 10.0) -> ssl.SSLSocket | None:
-    """Wrap an accepted connection and finish the handshake, in the caller's thread.
-
-    Call it from the per-connection thread (e.g. `finish_request` of a ThreadingHTTPServer),
-    not on the listening socket: there the handshake would run in the accept loop, and one
-    client that connects and sends nothing would stall every scrape. Returns None (connection
-    closed) when the handshake fails: plain HTTP to the TLS port, an untrusted client
-    certificate, a timeout.
-    """
-    conn.settimeout(timeout)
-    try:
-        return ctx.wrap_socket(conn, server_side=True)
-    except (ssl.SSLError, OSError) as exc:
-        log.debug("TLS handshake failed: %s", exc)
-        conn.close()
-        return None
+def _cost(hashed: bytes) -> int:
+    return int(hashed[4:6])
 
 
 def _key(secret: bytes, user: str, password: bytes) -> bytes:
@@ -326,9 +310,12 @@ class BasicAuth:
         self._secret = secrets.token_bytes(32)
         self._ok: dict[str, bytes] = {}  # user -> key of the last password that verified
         self._lock = threading.Lock()
-        # Unknown users are checked against this hash so they take as long as known ones.
-        costs = [int(h[4:6]) for h in self._users.values()] or [4]
-        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=max(costs)))
+        # One dummy hash per cost in use: every check that misses the cache runs bcrypt once at
+        # each of these costs (the user's own hash standing in for the dummy of its cost), so
+        # a wrong password for a cheap user, for a dear one and an unknown user cost the same.
+        costs = sorted({_cost(h) for h in self._users.values()}) or [4]
+        self._dummies = {c: bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=c))
+                         for c in costs}
 
     @classmethod
     def from_config(cls, cfg: WebConfig) -> BasicAuth | None:
@@ -346,10 +333,15 @@ class BasicAuth:
         if cached is not None and hmac.compare_digest(cached, key):
             return True
         hashed = self._users.get(user)
-        try:
-            ok = self._verify(password, self._dummy if hashed is None else hashed)
-        except ValueError:  # e.g. a password over bcrypt's 72 bytes
-            ok = False
+        own = _cost(hashed) if hashed is not None else None
+        ok = False
+        for cost, dummy in self._dummies.items():
+            target = hashed if hashed is not None and cost == own else dummy
+            try:
+                verified = self._verify(password, target)
+            except ValueError:  # e.g. a password over bcrypt's 72 bytes
+                verified = False
+            ok = ok or (verified and target is hashed)
         if hashed is None or not ok:
             log.debug("basic auth rejected: %s",
                       "unknown user" if hashed is None else f"wrong password for user {user!r}")
