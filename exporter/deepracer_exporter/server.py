@@ -1,16 +1,34 @@
 """HTTP: `/metrics` serves the exposition rendered once per refresh; scrapes never touch S3.
 
 Rendering happens when a snapshot is swapped in (`Exposition.update`), so a scrape is a lookup
-of ready bytes (plain or gzip), whatever the number of concurrent scrapers.
+of ready bytes (plain or gzip), whatever the number of concurrent scrapers. Only the small
+"live" collectors (process and platform) are read per scrape.
+
+Connections cost a file descriptor, not a thread: one loop thread accepts them, waits for
+requests on all of them at once (TLS handshakes included) and hands each complete request head
+to a small pool of workers. Idle and half-sent connections time out, the number of open ones is
+bounded (the least recently active idle one makes room for a new one), and running out of file
+descriptors is logged once and waited out instead of retried in a busy loop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
-import sys
+import io
+import logging
+import re
+import resource
+import selectors
+import socket
+import ssl
 import threading
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,7 +38,15 @@ from .collector import SnapshotCollector
 from .pages import Pages
 from .render import IterationRenderer
 from .snapshot import Snapshot
-from .webconfig import BasicAuth, WebConfig, ssl_context, tls_handshake
+from .webconfig import BasicAuth, WebConfig, ssl_context
+
+log = logging.getLogger(__name__)
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_OUT_OF_FILES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+              b"Content-Length: 0\r\n\r\n")
+_ALLOW = "GET, HEAD"
 
 
 @dataclass(frozen=True)
@@ -41,15 +67,26 @@ class Rendered:
 
 
 class Exposition:
-    """Holds the latest rendered exposition; `update` renders a new snapshot once."""
+    """Holds the latest rendered exposition; `update` renders a new snapshot once.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    `registry` is rendered with each snapshot; `live` (process and platform collectors) is
+    rendered at every scrape, so `process_*` is the value at scrape time, not at the last
+    refresh. `rendered` holds the per-snapshot parts only; `body` puts both together."""
+
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 live: CollectorRegistry | None = None) -> None:
         self._snapshot: Snapshot | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(SnapshotCollector(self._current))
+        self.live = live
         self._lock = threading.Lock()
         self.iterations = IterationRenderer()
         self.rendered = Rendered((), (gzip.compress(b""),))
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The snapshot `rendered` was made from (None before the first update)."""
+        return self._snapshot
 
     def _current(self) -> Snapshot:
         assert self._snapshot is not None
@@ -62,11 +99,114 @@ class Exposition:
             plain, gzipped = self.iterations.render(snapshot)
             self.rendered = Rendered((body, *plain), (gzip.compress(body, 6), *gzipped))
 
+    def body(self, gzipped: bool) -> tuple[bytes, ...]:
+        """The parts of one response: the live collectors, read now, then the cached parts."""
+        rendered = self.rendered
+        if self.live is None:
+            return rendered.gzip_parts if gzipped else rendered.plain_parts
+        live = generate_latest(self.live)
+        if gzipped:
+            return (gzip.compress(live, 1), *rendered.gzip_parts)
+        return (live, *rendered.plain_parts)
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Content negotiation (RFC 9110 12.5.3) between gzip and identity: gzip when the client
+    gives it (or `*`) a non-zero weight at least as high as identity's. Tokens are
+    case-insensitive; a weight that does not parse counts as 0."""
+    weights: dict[str, float] = {}
+    for item in (header or "").split(","):
+        token, *params = (part.strip() for part in item.split(";"))
+        token = token.lower()
+        if not token:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        weights["gzip" if token == "x-gzip" else token] = q
+    star = weights.get("*")
+    gzip_q = weights.get("gzip", star if star is not None else 0.0)
+    identity_q = weights.get("identity", star if star is not None and star > 0 else 1.0)
+    return gzip_q > 0 and gzip_q >= identity_q
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What clients may hold. `max_connections` 0: half the open-file limit, at most 1024
+    (the rest is left for S3 connections and files)."""
+
+    max_connections: int = 0
+    workers: int = 8  # requests answered at once; a response is ready bytes, so few suffice
+    idle_timeout: float = 60.0  # a connection with no request under way
+    request_timeout: float = 10.0  # first byte (or TLS hello) to a complete request head
+    send_timeout: float = 30.0  # a client that stops reading its response
+    max_head_bytes: int = 64 * 1024
+    backlog: int = 128  # socketserver's 5 made 50 simultaneous connects wait for SYN retries
+    out_of_files_pause: float = 0.5  # accept() failing with EMFILE: wait this long
+
+    def connections(self) -> int:
+        if self.max_connections:
+            return self.max_connections
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return max(16, min(1024, soft // 2)) if soft != resource.RLIM_INFINITY else 1024
+
+
+@dataclass(eq=False)
+class _Connection:
+    sock: socket.socket
+    address: Any
+    deadline: float
+    active: float  # last time it did something (the idle one longest unused goes first)
+    handshaking: bool = False
+    busy: bool = False  # a worker is answering it
+    registered: bool = False  # in the selector: waiting for bytes
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """`wfile` for a handler: each write is one sendall (bounded by the send timeout)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.sendall(data)
+        return len(memoryview(data))
+
 
 class _Handler(BaseHTTPRequestHandler):
-    server: MetricsServer
+    """Answers one request whose head the server has already read."""
+
+    server: MetricsServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and a small body go out at once, not 40 ms apart
+
+    def __init__(self, sock: socket.socket, head: bytes, address: Any,
+                 server: MetricsServer) -> None:
+        self._head = head
+        super().__init__(sock, address, server)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self._head)
+        self.wfile = _SocketWriter(self.request)
+
+    def handle(self) -> None:
+        self.handle_one_request()
+        headers = getattr(self, "headers", None)  # absent when the request line was bad
+        if headers is not None and (headers.get("Content-Length", "0") != "0"
+                                    or "Transfer-Encoding" in headers):
+            self.close_connection = True  # a body is never read: do not parse it as a request
+
+    def finish(self) -> None:
+        self.wfile.flush()
 
     def do_GET(self) -> None:
         auth = self.server.auth
@@ -75,14 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
                        extra={"WWW-Authenticate": auth.challenge})
             return
         path = self.path.split("?", 1)[0]
+        gzipped = accepts_gzip(self.headers.get("Accept-Encoding"))
         if path == "/metrics":
-            rendered = self.server.exposition.rendered
-            accept = self.headers.get("Accept-Encoding", "")
-            parts, encoding = ((rendered.gzip_parts, "gzip") if "gzip" in accept
-                               else (rendered.plain_parts, None))
-            self._send(200, CONTENT_TYPE_LATEST, parts, encoding)
-        elif (page := self.server.pages.get(self.server.exposition._snapshot, path)) is not None:
-            gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+            self._send(200, CONTENT_TYPE_LATEST, self.server.exposition.body(gzipped),
+                       "gzip" if gzipped else None, extra={"Vary": "Accept-Encoding"})
+        elif (page := self.server.pages.get(self.server.exposition.snapshot, path)) is not None:
             self._send(page.status, "text/html; charset=utf-8",
                        (page.gzipped if gzipped else page.plain,), "gzip" if gzipped else None,
                        extra=dict(page.headers))
@@ -93,6 +230,13 @@ class _Handler(BaseHTTPRequestHandler):
         """GET's status and headers without the body (link checkers, uptime monitors)."""
         self.do_GET()
 
+    def _not_allowed(self) -> None:
+        self.close_connection = True
+        self._send(405, "text/plain; charset=utf-8", (b"method not allowed\n",),
+                   extra={"Allow": _ALLOW})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
     def _send(self, code: int, ctype: str, body: tuple[bytes, ...],
               encoding: str | None = None, extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
@@ -102,6 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(sum(len(part) for part in body)))
         if encoding:
             self.send_header("Content-Encoding", encoding)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.writelines(body)
@@ -110,35 +256,249 @@ class _Handler(BaseHTTPRequestHandler):
         """Scrapes are not logged: one line per scrape would drown the useful lines."""
 
 
-class MetricsServer(ThreadingHTTPServer):
-    """Threaded HTTP(S) server; TLS and basic auth come from an exporter-toolkit style web
-    config. The TLS handshake runs in the connection's own thread, so a client that connects
-    and sends nothing cannot hold up other scrapes."""
-
-    daemon_threads = True
+class MetricsServer:
+    """HTTP(S) server with `serve_forever`, `shutdown`, `server_close` and `server_address`
+    like socketserver's. TLS and basic auth come from an exporter-toolkit style web config."""
 
     def __init__(self, host: str, port: int, exposition: Exposition,
-                 web: WebConfig | None = None) -> None:
+                 web: WebConfig | None = None, limits: ServerLimits | None = None) -> None:
         self.exposition = exposition
         self.pages = Pages()  # / and /models/<name>, from the snapshot /metrics serves
         self.ssl_ctx = ssl_context(web) if web is not None else None
         self.auth = BasicAuth.from_config(web) if web is not None else None
         self.headers: dict[str, str] = dict(web.headers) if web is not None else {}
-        super().__init__((host, port), _Handler)
+        self.limits = limits or ServerLimits()
+        self._max_connections = self.limits.connections()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family,
+                                           backlog=self.limits.backlog)
+        self.socket.setblocking(False)
+        self.server_address: tuple[Any, ...] = self.socket.getsockname()
+        # Made now, not in serve_forever: when files run out, the loop must still run.
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
+        self._connections: dict[socket.socket, _Connection] = {}
+        self._returned: deque[tuple[_Connection, bool]] = deque()
+        self._pool = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="http")
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._accept_paused_until: float | None = None
+        self._out_of_files = False
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A scraper that hangs up mid-request is not an error worth a traceback."""
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            super().handle_error(request, client_address)
+    # --- the loop ----------------------------------------------------------------------
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.ssl_ctx is None:
-            super().finish_request(request, client_address)
+    def serve_forever(self) -> None:
+        self._stopped.clear()
+        try:
+            next_sweep = 0.0
+            while not self._stop.is_set():
+                for key, _ in self._selector.select(timeout=0.25):
+                    if key.data is self.socket:
+                        self._accept()
+                    elif key.data is None:
+                        self._take_returned()
+                    else:
+                        self._on_ready(key.data)
+                now = time.monotonic()
+                if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                    self._accept_paused_until = None
+                    self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
+                if now >= next_sweep:
+                    self._expire(now)
+                    next_sweep = now + 0.25
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever and wait for it to return."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for conn in list(self._connections.values()):
+            conn.sock.close()  # a worker still writing gets an error and drops it
+        self._connections.clear()
+        self._selector.close()
+        self.socket.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            self._wake_w.send(b"x")
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a burst, then back to the other connections
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_FILES:
+                    self._pause_accepting(exc)
+                return  # ECONNABORTED and the like: the client is gone
+            if self._out_of_files:
+                self._out_of_files = False
+                log.warning("accepting connections again")
+            self._admit(sock, address)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of file descriptors: the pending connection stays readable, so retrying at
+        once would spin. Free the idle connection longest unused and wait a moment."""
+        if not self._out_of_files:
+            self._out_of_files = True
+            log.error("cannot accept connections: %s (open connections: %d); retrying "
+                      "every %gs", exc.strerror or exc, len(self._connections),
+                      self.limits.out_of_files_pause)
+        self._selector.unregister(self.socket)
+        self._accept_paused_until = time.monotonic() + self.limits.out_of_files_pause
+        self._evict()
+
+    def _admit(self, sock: socket.socket, address: Any) -> None:
+        if len(self._connections) >= self._max_connections and not self._evict():
+            sock.close()  # every connection is being answered: the newest one waits its turn
             return
-        tls = tls_handshake(self.ssl_ctx, request, timeout=10.0)
-        if tls is None:  # plain HTTP, a certificate we do not accept, or a silent client
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body at once
+        now = time.monotonic()
+        conn = _Connection(sock, address, now + self.limits.idle_timeout, now)
+        if self.ssl_ctx is not None:
+            try:
+                conn.sock = self.ssl_ctx.wrap_socket(sock, server_side=True,
+                                                     do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS set-up failed: %s", exc)
+                sock.close()
+                return
+            conn.handshaking = True
+            conn.deadline = now + self.limits.request_timeout
+        self._connections[conn.sock] = conn
+        self._watch(conn)
+
+    def _evict(self) -> bool:
+        """Close the waiting connection longest unused; False when every one is busy."""
+        waiting = [c for c in self._connections.values() if not c.busy]
+        if not waiting:
+            return False
+        self._close(min(waiting, key=lambda c: c.active))
+        return True
+
+    def _watch(self, conn: _Connection) -> None:
+        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        conn.registered = True
+
+    def _close(self, conn: _Connection) -> None:
+        self._connections.pop(conn.sock, None)
+        if conn.registered:
+            self._selector.unregister(conn.sock)
+            conn.registered = False
+        conn.sock.close()
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self._connections.values() if not c.busy and c.deadline < now]:
+            self._close(conn)
+
+    def _on_ready(self, conn: _Connection) -> None:
+        now = time.monotonic()
+        conn.active = now
+        if conn.handshaking and not self._handshake(conn):
             return
         try:
-            super().finish_request(tls, client_address)
-        finally:
-            self.shutdown_request(tls)
+            while True:
+                data = conn.sock.recv(65536)
+                if not data:
+                    self._close(conn)
+                    return
+                if not conn.buffer:
+                    conn.deadline = now + self.limits.request_timeout
+                conn.buffer += data
+                if len(conn.buffer) > self.limits.max_head_bytes + 65536:
+                    break
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except OSError as exc:  # reset, or TLS that ends mid-record: the client is gone
+            log.debug("connection from %s dropped: %s", conn.address, exc)
+            self._close(conn)
+            return
+        self._dispatch(conn)
+
+    def _handshake(self, conn: _Connection) -> bool:
+        """One step of a TLS handshake; True once it is done."""
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            return False
+        except ssl.SSLWantWriteError:
+            self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            return False
+        except (ssl.SSLError, OSError) as exc:  # plain HTTP, an untrusted client certificate
+            log.debug("TLS handshake with %s failed: %s", conn.address, exc)
+            self._close(conn)
+            return False
+        conn.handshaking = False
+        conn.deadline = time.monotonic() + self.limits.idle_timeout
+        self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        return True
+
+    def _dispatch(self, conn: _Connection) -> None:
+        """Hand a complete request head to a worker; refuse one that grows too large."""
+        end = _HEAD_END.search(conn.buffer)
+        if end is None:
+            if len(conn.buffer) > self.limits.max_head_bytes:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(_TOO_LARGE)
+                self._close(conn)
+            return
+        if end.end() > self.limits.max_head_bytes:
+            self._close(conn)
+            return
+        head = bytes(conn.buffer[:end.end()])
+        del conn.buffer[:end.end()]
+        conn.busy = True
+        self._selector.unregister(conn.sock)
+        conn.registered = False
+        self._pool.submit(self._answer, conn, head)
+
+    def _take_returned(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._returned:
+            conn, keep = self._returned.popleft()
+            conn.busy = False
+            if not keep or conn.sock not in self._connections:
+                self._close(conn)
+                continue
+            now = time.monotonic()
+            conn.active = now
+            conn.deadline = now + (self.limits.request_timeout if conn.buffer
+                                   else self.limits.idle_timeout)
+            self._watch(conn)
+            self._dispatch(conn)  # a pipelined request may be waiting in the buffer
+
+    # --- the workers -------------------------------------------------------------------
+
+    def _answer(self, conn: _Connection, head: bytes) -> None:
+        keep = False
+        try:
+            conn.sock.settimeout(self.limits.send_timeout)
+            handler = _Handler(conn.sock, head, conn.address, self)
+            keep = not handler.close_connection
+            conn.sock.setblocking(False)
+        except (OSError, ValueError) as exc:  # hung up, reset, send timeout, socket closed
+            log.debug("connection from %s dropped while answering: %s", conn.address, exc)
+        except Exception:
+            log.exception("error answering a request from %s", conn.address)
+        self._returned.append((conn, keep))
+        self._wake()
