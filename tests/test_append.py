@@ -6,21 +6,35 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepracer_exporter import append
+from deepracer_exporter.parse import Columns
 
+FIELDS = ("episode", "trial", "phase", "status", "reward", "completion", "elapsed_ms")
+# Mostly valid records, some of the wrong type or out of range: the tail read must apply the
+# full read's rule to each.
 record = st.fixed_dictionaries({
-    "episode": st.integers(1, 10**6),
-    "reward_score": st.floats(allow_nan=False, allow_infinity=False),
+    "episode": st.integers(1, 10**6) | st.sampled_from(["3", True, 0]),
+    "trial": st.integers(0, 50),
+    "phase": st.sampled_from(["training", "evaluation"]),
+    "reward_score": st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(["7"]),
+    "completion_percentage": st.integers(0, 100),
+    "elapsed_time_in_milliseconds": st.integers(0, 10**6),
     "episode_status": st.sampled_from(["Lap complete", "Off track", "Crashed — ünïcode"]),
 })
 records = st.lists(record, min_size=1, max_size=40)
 
 
 def document(recs: list[Any], trailer: dict[str, Any], indent: int | None = None) -> bytes:
-    return json.dumps({"metrics": recs, **trailer}, indent=indent).encode()
+    return json.dumps({"metrics": recs, **trailer}, indent=indent, ensure_ascii=False).encode()
+
+
+def same(a: Columns, b: Columns) -> bool:
+    return a.skipped == b.skipped and all(np.array_equal(getattr(a, f), getattr(b, f))
+                                          for f in FIELDS)
 
 
 TRAILERS = st.sampled_from([{}, {"version": 2.0, "best_model_metric": "progress"},
@@ -34,7 +48,7 @@ def test_append_equals_full_read(old: list[Any], new: list[Any], trailer: dict[s
                                  indent: int | None) -> None:
     before = document(old, trailer, indent)
     after = document(old + new, trailer, indent)
-    _, mark = append.decode(before)
+    old_columns, mark = append.decode(before)
     if mark is None:
         return
     found = append.appended(after[mark.range_start:], mark)
@@ -42,8 +56,9 @@ def test_append_equals_full_read(old: list[Any], new: list[Any], trailer: dict[s
         assert found is not None  # the simulator's compact layout is always read by its tail
     if found is not None:
         got, new_mark = found
-        assert got == new
-        assert new_mark == append.decode(after)[1]
+        full, full_mark = append.decode(after)
+        assert same(append.concat(old_columns, got), full)
+        assert new_mark == full_mark
 
 
 @settings(max_examples=300, deadline=None)
@@ -52,12 +67,33 @@ def test_anything_but_an_append_is_declined(old: list[Any], other: list[Any],
                                             trailer: dict[str, Any], data: Any) -> None:
     before = document(old, trailer)
     after = document(other, trailer)
-    _, mark = append.decode(before)
+    old_columns, mark = append.decode(before)
     if mark is None or len(after) <= mark.range_start:
         return
     cut = data.draw(st.integers(mark.range_start, len(after)))
     found = append.appended(after[mark.range_start:cut], mark)
     if found is not None:  # only when `after` really is `before` plus records
         got, _ = found
-        assert other == old + got
         assert cut == len(after)
+        assert other[:len(old)] == old
+        assert same(append.concat(old_columns, got), append.decode(after)[0])
+
+
+def test_new_records_that_are_not_strict_json_are_declined() -> None:
+    """A NaN literal (Python's json.dump writes it) or broken bytes in the tail: the full read
+    decides, with the same rule (a NaN record is skipped there)."""
+    rec = {"episode": 1, "trial": 1, "phase": "training", "reward_score": 1.0,
+           "completion_percentage": 5, "elapsed_time_in_milliseconds": 9,
+           "episode_status": "Off track"}
+    before = document([rec], {"version": 2.0})
+    _, mark = append.decode(before)
+    assert mark is not None
+    for odd in (float("nan"), float("inf")):
+        after = document([rec, {**rec, "reward_score": odd}], {"version": 2.0})
+        assert append.appended(after[mark.range_start:], mark) is None
+        full, _ = append.decode(after)
+        assert (len(full), full.skipped) == (1, 1)
+    broken = before[:mark.close] + b', {"episode": "\xff"}' + before[mark.close:]
+    assert append.appended(broken[mark.range_start:], mark) is None
+    spaced = before[:mark.close] + b"\x0c, " + json.dumps(rec).encode() + before[mark.close:]
+    assert append.appended(spaced[mark.range_start:], mark) is None  # not JSON whitespace

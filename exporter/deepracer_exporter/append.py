@@ -5,27 +5,27 @@ one with records inserted before the closing `]` of the metrics array. So after 
 remember where that `]` is, the bytes just before it and everything from it to the end (the
 trailer). When the object grows, a ranged GET starting `TAIL_CHECK` bytes before the old `]`
 brings those bytes again (they must be identical), the new records, and the trailer (it must be
-identical too). Anything else - a shorter object, other bytes, another layout - falls back to a
-full read. At 100k episodes this makes a refresh of a grown file about 5x cheaper
-(docs/bench.md).
+identical too). Anything else - a shorter object, other bytes, another layout, new records that
+are not strict JSON - falls back to a full read. The new records are decoded by the same code
+and rule as a full read (`parse.array_columns`), so a file gives the same columns whether it
+was read whole or in pieces. At 100k episodes this makes a refresh of a grown file about 5x
+cheaper (docs/bench.md).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from .parse import Columns, load_document, parse_records
+from .parse import Columns, MetricsFileError, array_columns, empty_columns, read_metrics
 
 TAIL_CHECK = 4096
 # After the metrics array: only scalar members, then the end of the object.
 _TRAILER = re.compile(rb'\]\s*(?:,\s*"(?:[^"\\]|\\.)*"\s*:\s*(?:"(?:[^"\\]|\\.)*"|[-+0-9.eE]+|true'
                       rb'|false|null)\s*)*\}\s*$')
-_DECODER = json.JSONDecoder()
+_JSON_SPACE = b" \t\n\r"
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,16 @@ class Mark:
         return self.close - len(self.before)
 
 
-def decode(body: bytes) -> tuple[list[Any], Mark | None]:
-    """Decode a whole document: its records, and a Mark when its layout allows tail reads."""
-    doc = load_document(body)
-    records: list[Any] = doc["metrics"]
-    return records, _mark(body, doc)
+def decode(body: bytes) -> tuple[Columns, Mark | None]:
+    """Read a whole document: its columns, and a Mark when its layout allows tail reads.
+    Raises MetricsFileError("malformed") for a document that cannot be used."""
+    columns, flat = read_metrics(body)
+    if not flat or not len(columns) + columns.skipped:
+        return columns, None  # the last `]` might close something else, or nothing to follow
+    return columns, _mark(body)
 
 
-def _mark(body: bytes, doc: dict[str, Any]) -> Mark | None:
-    if not doc["metrics"] or any(isinstance(v, list | dict) for k, v in doc.items()
-                                 if k != "metrics"):
-        return None  # the last `]` might close something else
+def _mark(body: bytes) -> Mark | None:
     close = body.rfind(b"]")
     if close <= 0 or not _TRAILER.match(body, close):
         return None
@@ -62,49 +61,29 @@ def _mark(body: bytes, doc: dict[str, Any]) -> Mark | None:
     return Mark(len(body), close, before, body[close:])
 
 
-def appended(chunk: bytes, mark: Mark) -> tuple[list[Any], Mark] | None:
-    """New records in `chunk` (the object from `mark.range_start` on), or None if the object
-    is not the old document with records appended."""
+def appended(chunk: bytes, mark: Mark) -> tuple[Columns, Mark] | None:
+    """Columns of the records new in `chunk` (the object from `mark.range_start` on), or None
+    if the object is not the old document with records appended."""
     n = len(mark.before)
-    if chunk[:n] != mark.before:
+    close = len(chunk) - len(mark.trailer)
+    if close < n or chunk[:n] != mark.before or chunk[close:] != mark.trailer:
         return None
-    text = chunk[n:]
-    records: list[Any] = []
-    pos = 0
-    try:
-        decoded = text.decode()
-    except UnicodeDecodeError:
+    new = chunk[n:close].strip(_JSON_SPACE)
+    if not new:
+        columns = empty_columns()
+    elif not new.startswith(b","):
         return None
-    while True:
-        while pos < len(decoded) and decoded[pos].isspace():
-            pos += 1
-        if decoded.startswith("]", pos):
-            break
-        if not decoded.startswith(",", pos):
-            return None
+    else:
         try:
-            record, pos = _DECODER.raw_decode(decoded, pos + 1 + _spaces(decoded, pos + 1))
-        except json.JSONDecodeError:
+            columns = array_columns(b"[" + new[1:] + b"]")
+        except MetricsFileError:
             return None
-        records.append(record)
-    close_rel = n + len(decoded[:pos].encode())
-    trailer = chunk[close_rel:]
-    if trailer != mark.trailer:
-        return None
-    window = chunk[:close_rel]
     start = mark.range_start
-    return records, Mark(start + len(chunk), start + close_rel, window[-TAIL_CHECK:], trailer)
+    window = chunk[max(0, close - TAIL_CHECK):close]
+    return columns, Mark(start + len(chunk), start + close, window, mark.trailer)
 
 
-def _spaces(text: str, pos: int) -> int:
-    end = pos
-    while end < len(text) and text[end].isspace():
-        end += 1
-    return end - pos
-
-
-def concat(old: Columns, new_records: list[Any]) -> Columns:
-    new = parse_records(new_records)
+def concat(old: Columns, new: Columns) -> Columns:
     return Columns(
         episode=np.concatenate((old.episode, new.episode)),
         trial=np.concatenate((old.trial, new.trial)),
