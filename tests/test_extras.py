@@ -29,8 +29,6 @@ from deepracer_exporter.extras import (
     parse_checkpoints,
     parse_evaluation,
     select_training_keys,
-    training_export_key,
-    training_file_key,
 )
 from deepracer_exporter.parse import MetricsFileError, parse_document
 
@@ -80,7 +78,7 @@ def test_every_sample_evaluation_file_is_a_run_and_nothing_else_is(samples: Path
             assert run is not None, key
         else:
             assert run is None, key
-    assert evaluation == 9  # 3 + 3 DRfC, 2 console, 1 DRoA
+    assert evaluation == 10  # 3 + 3 DRfC, 2 console, 1 DRoA, 1 DRoA evaluation-only
 
 
 @pytest.mark.parametrize(("rel", "run_id"), [
@@ -141,10 +139,15 @@ def test_run_time_is_unix_seconds() -> None:
     assert evaluation_run_time("not-a-time") is None
 
 
-def test_training_file_key_sample_layouts(samples: Path) -> None:
+def worker_of(key: str, metrics_prefix: str) -> int | None:
+    """The worker index a key is read as when it is alone in its listing."""
+    return next(iter(select_training_keys([key], metrics_prefix)), None)
+
+
+def test_training_key_sample_layouts(samples: Path) -> None:
     seen = {}
     for key, mp, _path in _sample_keys(samples):
-        seen[key] = training_file_key(key, mp)
+        seen[key] = worker_of(key, mp)
     assert seen["sample-drfc-3-logs/metrics/TrainingMetrics.json"] == 0
     assert seen["sample-drfc-3-logs/metrics/TrainingMetrics_2.json"] == 2
     assert seen["sample-console-logs/metrics/training/"
@@ -171,7 +174,7 @@ def test_training_file_key_sample_layouts(samples: Path) -> None:
     "training-20220611205309-x.json",
 ])
 def test_not_training_files(rel: str) -> None:
-    assert training_file_key(MP + rel, MP) is None
+    assert select_training_keys([MP + rel], MP) == {}
 
 
 def test_select_training_keys(samples: Path) -> None:
@@ -188,7 +191,6 @@ def test_select_training_keys(samples: Path) -> None:
     assert select_training_keys([new, MP + "TrainingMetrics.json"], MP) == {
         0: MP + "TrainingMetrics.json"}
     assert select_training_keys([MP + "evaluation/evaluation-20240102030405.json"], MP) == {}
-    assert training_export_key(new, MP) == "20260306183359-aaa"
 
 
 # --- evaluation runs ---------------------------------------------------------------------------

@@ -21,7 +21,6 @@ as the simapp's `EvalMetrics` writes them: `trial`, `completion_percentage` (int
 from __future__ import annotations
 
 import calendar
-import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .parse import MetricsFileError, decode_document
+from .parse import MetricsFileError, decode_json, metrics_records
 
 MAX_LABEL_LENGTH = 64
 UNKNOWN = "unknown"
@@ -133,40 +132,16 @@ def evaluation_run_time(run_id: str) -> float | None:
     return float(calendar.timegm(parsed.timetuple()))
 
 
-def training_export_key(key: str, metrics_prefix: str) -> str | None:
-    """Sortable id (time first, like run ids) of a console/DRoA `training/` file, else None."""
-    rel = _relative(key, metrics_prefix)
-    if rel is None:
-        return None
-    run = _match_run(rel, _TRAINING_EXPORTS)
-    return run[0] if run else None
-
-
-def training_file_key(key: str, metrics_prefix: str) -> int | None:
-    """Worker index of a training metrics file under `metrics_prefix`, None for other keys.
-
-    `TrainingMetrics.json` is worker 0 and `TrainingMetrics_<n>.json` worker n (DRfC); a console
-    or DRoA export (`training/training-<time>-<id>.json`,
-    `training/<ISO time>-<name>-training-<id>.json`) has the TrainingMetrics document shape of a
-    single worker, so it is worker 0. When a listing has several candidates for one worker, pick
-    them with `select_training_keys`.
-    """
-    rel = _relative(key, metrics_prefix)
-    if rel is None:
-        return None
-    m = _WORKER_FILE.match(rel)
-    if m:
-        return int(m.group(1)) if m.group(1) else 0
-    return 0 if _match_run(rel, _TRAINING_EXPORTS) else None
-
-
 def select_training_keys(keys: Iterable[str], metrics_prefix: str) -> dict[int, str]:
     """Worker index -> the key to read, from one round's listing.
 
-    DRfC's `TrainingMetrics*.json` files win: when any is present, exports in `training/` are
-    ignored (they would be a second copy of worker 0). Otherwise the newest export is worker 0;
-    newest means the latest time in its name (ties: the larger id), not LastModified, so the
-    choice does not change when an old export is copied again.
+    `TrainingMetrics.json` is worker 0 and `TrainingMetrics_<n>.json` worker n (DRfC); a console
+    or DRoA export (`training/training-<time>-<id>.json`,
+    `training/<ISO time>-<name>-training-<id>.json`) has the document shape of a single worker,
+    so it is worker 0. DRfC's `TrainingMetrics*.json` files win: when any is present, exports in
+    `training/` are ignored (they would be a second copy of worker 0). Otherwise the newest
+    export is worker 0; newest means the latest time in its name (ties: the larger id), not
+    LastModified, so the choice does not change when an old export is copied again.
     """
     workers: dict[int, str] = {}
     exports: list[tuple[str, str]] = []
@@ -262,7 +237,7 @@ def _record(r: Any) -> tuple[float, float, bool, tuple[int, int, int, int], int]
 def parse_evaluation(run_id: str, body: bytes) -> EvaluationRun:
     """One evaluation file -> its run summary. Raises MetricsFileError("malformed") when the
     document is not `{"metrics": [...]}`; invalid records are dropped and counted."""
-    records = decode_document(body)
+    records, _ = metrics_records(body)
     parsed = [_record(r) for r in records]
     valid = [p for p in parsed if p is not None]
     laps = [p[1] / 1000.0 for p in valid if p[2]]
@@ -304,16 +279,11 @@ def best_evaluated_lap(runs: Iterable[EvaluationRun]) -> float | None:
 MODEL_INFO_LABELS = ("action_space_type", "action_count", "sensors", "neural_network",
                      "training_algorithm", "version")
 HYPERPARAMETER_INFO_LABELS = ("exploration_type", "loss_type")
-ACTION_SPACE_BOUNDS = ("speed_min", "speed_max", "steering_angle_min", "steering_angle_max")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        hint = " (truncated or being rewritten?)" if body.strip() else " (empty)"
-        raise MetricsFileError("malformed", f"{what}: not valid JSON{hint}: {exc}") from None
+    doc = decode_json(body, what)
     if not isinstance(doc, dict):
         raise MetricsFileError("malformed", f"{what}: expected a JSON object")
     return doc
