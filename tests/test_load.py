@@ -7,6 +7,9 @@ variant (30 s) runs with
 
     .venv/bin/python -m pytest -m soak tests/test_load.py -s
 
+Issue 12's criterion (50 concurrent scrapers for 20 s see no timeout and no error) is checked
+with Debian's wrk as the scraper process: 3 s in the default suite, 20 s in the soak variant.
+
 Figures are printed (`-s` shows them) and written to docs/reliability.md by hand.
 """
 
@@ -27,7 +30,7 @@ from typing import Any
 import pytest
 
 from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, generate_documents, key_for
-from helpers import config_from, exporter_for, parse, pick, s3_yaml, value
+from helpers import config_from, exporter_for, parse, pick, require_tool, s3_yaml, value
 from loadclient import check, torn
 
 CLIENT = Path(__file__).with_name("loadclient.py")
@@ -217,6 +220,45 @@ def test_concurrent_scrapes_while_data_changes(load_setup: tuple[Writer, Exporte
 def test_soak_concurrent_scrapes_while_data_changes(load_setup: tuple[Writer, ExporterProcess]
                                                     ) -> None:
     assert_healthy(run_load(load_setup, 30.0), 30.0)
+
+
+def run_wrk(port: int, seconds: int, connections: int = 50) -> dict[str, Any]:
+    """Debian's wrk, as its own process: `connections` kept-alive scrapers asking for gzip
+    (as Prometheus does), wrk's default 2 s timeout. Counts from its summary."""
+    wrk = require_tool("wrk", "wrk")
+    out = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s",
+                          "--latency", "-H", "Accept-Encoding: gzip",
+                          f"http://127.0.0.1:{port}/metrics"],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = re.search(r"(\d+) requests in", out)
+    assert requests, out
+    counts = [int(n) for n in errors.groups()] if errors else [0, 0, 0, 0]
+    return {"requests": int(requests.group(1)), "connect_errors": counts[0],
+            "read_errors": counts[1], "write_errors": counts[2], "timeouts": counts[3],
+            "non_2xx": int(non_2xx.group(1)) if non_2xx else 0, "output": out}
+
+
+def assert_wrk_clean(report: dict[str, Any], exporter: ExporterProcess) -> None:
+    print("\nwrk:", report.pop("output"))
+    assert {k: v for k, v in report.items() if k != "requests"} == {
+        "connect_errors": 0, "read_errors": 0, "write_errors": 0, "timeouts": 0, "non_2xx": 0}
+    assert report["requests"] > 0
+    assert [line for line in exporter.lines if "Traceback" in line or "ERROR" in line] == []
+
+
+def test_wrk_fifty_concurrent_scrapers_see_no_error_or_timeout(
+        load_setup: tuple[Writer, ExporterProcess]) -> None:
+    """Issue 12's "done when", short: 50 scrapers for 3 s (the soak variant runs 20 s)."""
+    assert_wrk_clean(run_wrk(load_setup[1].port, 3), load_setup[1])
+
+
+@pytest.mark.soak
+def test_soak_wrk_fifty_concurrent_scrapers_for_twenty_seconds(
+        load_setup: tuple[Writer, ExporterProcess]) -> None:
+    assert_wrk_clean(run_wrk(load_setup[1].port, 20), load_setup[1])
 
 
 def test_two_hundred_models_refresh_within_the_interval(s3: Any, bucket: str,
