@@ -283,6 +283,19 @@ def test_drfc_override_drops_demo_services_and_joins_sagemaker_local(
     assert not env.get("AWS_ACCESS_KEY_ID"), "demo credentials must not leak into the DRfC run"
 
 
+def test_drfc_variant_takes_drfcs_metrics_push_as_telegraf(drfc_cfg: dict[str, Any]) -> None:
+    """DRfC's containers push to DR_TELEGRAF_HOST (`telegraf` in its system.env template),
+    UDP DR_TELEGRAF_PORT 8092: the exporter answers to that name on DRfC's network and its
+    mounted config listens there."""
+    from deepracer_exporter.config import load_config
+
+    exporter = drfc_cfg["services"]["exporter"]
+    assert "telegraf" in exporter["networks"]["sagemaker-local"]["aliases"]
+    binds = _bind_mounts(exporter)
+    config = load_config(binds[EXPORTER_CONFIG_TARGET], env=exporter["environment"])
+    assert config.telegraf_listen == ("0.0.0.0", 8092)
+
+
 def test_drfc_bucket_defaults_to_drfc_default(tmp_path: Path) -> None:
     env = {k: v for k, v in DRFC_ENV.items() if k != "DR_LOCAL_S3_BUCKET"}
     cfg = _rendered([COMPOSE, DRFC], env, tmp_path)
