@@ -7,19 +7,33 @@ import json
 import statistics
 import threading
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deepracer_exporter.extras import (
+    evaluation_run_key,
+    hyperparameter_values,
+    model_info_labels,
+    parse_checkpoints,
+    parse_evaluation,
+)
 from deepracer_exporter.simulate import (
+    SIMTRACE_COLUMNS,
     STATUSES,
     TrainingSimulator,
     TrainingSpec,
+    clone_prefix,
+    evaluation_key,
+    evaluation_simtrace_key,
     generate_documents,
+    generate_files,
     hyperparameters_key,
     key_for,
     run_simulation,
+    simtrace_key,
 )
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -287,7 +301,7 @@ def test_deepracer_utils_single_worker(tmp_path: Path) -> None:
     assert summary["train_episodes"].iloc[-1] == 7
 
 
-def test_run_simulation_writes_documents_and_hyperparameters_once() -> None:
+def test_run_simulation_writes_documents_and_the_other_files_once() -> None:
     store: dict[str, bytes] = {}
     writes: Counter[str] = Counter()
     stop = threading.Event()
@@ -295,8 +309,8 @@ def test_run_simulation_writes_documents_and_hyperparameters_once() -> None:
     def put(key: str, body: bytes) -> None:
         store[key] = body
         writes[key] += 1
-        if sum(len(training(records(v))) for k, v in store.items() if "/metrics/" in k
-               and k.startswith("a/")) >= 40:
+        if sum(len(training(records(v))) for k, v in store.items()
+               if k.startswith("a/metrics/TrainingMetrics")) >= 40:
             stop.set()
 
     models = [
@@ -307,12 +321,16 @@ def test_run_simulation_writes_documents_and_hyperparameters_once() -> None:
     thread.start()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert set(store) == {
-        "a/ip/hyperparameters.json", "a/metrics/TrainingMetrics.json",
-        "a/metrics/TrainingMetrics_1.json", "b/ip/hyperparameters.json",
-        "b/metrics/TrainingMetrics.json",
-    }
-    assert writes["a/ip/hyperparameters.json"] == 1 and writes["b/ip/hyperparameters.json"] == 1
+    # 4 iterations of "a" (workers in folders 0/ and 1/), 4 of "b" (one worker: no folder)
+    assert {k for k in store if "simtrace" in k and k.startswith("a/")} == {
+        f"a/{w}/training-simtrace/{i}-iteration.csv" for w in (0, 1) for i in range(4)}
+    assert {k for k in store if "simtrace" in k and k.startswith("b/")} == {
+        f"b/training-simtrace/{i}-iteration.csv" for i in range(4)}
+    for prefix in ("a", "b"):
+        for key in ("ip/hyperparameters.json", "model/model_metadata.json"):
+            assert writes[f"{prefix}/{key}"] == 1
+        assert f"{prefix}/model/deepracer_checkpoints.json" in store
+    assert all(n == 1 for k, n in writes.items() if k.endswith(".csv"))
     assert json.loads(store["b/ip/hyperparameters.json"])["num_episodes_between_training"] == 10
     # what was uploaded equals the simulator's own documents after the same number of ticks
     a = [len(training(records(store[key_for("a", w)]))) for w in (0, 1)]
@@ -322,17 +340,52 @@ def test_run_simulation_writes_documents_and_hyperparameters_once() -> None:
     assert store[key_for("a", 0)] == sim.document(0)
 
 
+def test_run_simulation_starts_clone_rounds_and_keeps_two() -> None:
+    store: dict[str, bytes] = {}
+    deleted: list[str] = []
+    stop = threading.Event()
+
+    def put(key: str, body: bytes) -> None:
+        store[key] = body
+        if key.startswith("m-4/"):
+            stop.set()
+
+    def delete(key: str) -> None:
+        deleted.append(key)
+        del store[key]
+
+    spec = TrainingSpec(episodes_between_training=4, max_episodes=8, seed=3)
+    thread = threading.Thread(target=run_simulation,
+                              args=(put, [("m", spec)], 0.0, stop, 4),
+                              kwargs={"delete_object": delete})
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert [clone_prefix("m", n) for n in (1, 2, 3)] == ["m", "m-2", "m-3"]
+    rounds = {key.split("/")[0] for key in store}
+    assert rounds == {"m-3", "m-4"}, "round k deletes round k - 2 (m at m-3, m-2 at m-4)"
+    assert {key.split("/")[0] for key in deleted} == {"m", "m-2"}
+    # the model's metrics document goes last, so a half-deleted round is never a new model
+    first = [k for k in deleted if k.startswith("m/")]
+    assert first[-1] == "m/metrics/TrainingMetrics.json"
+    # each round is a whole training of max_episodes; a clone starts with a better policy
+    done = training(records(store[key_for("m-3", 0)]))
+    assert [r["episode"] for r in done] == list(range(1, 9))
+    assert TrainingSimulator(replace(spec, pretrained_iterations=30)).skill(0) > \
+        3 * TrainingSimulator(spec).skill(0)
+
+
 def test_run_simulation_retries_failed_writes() -> None:
     store: dict[str, bytes] = {}
     stop = threading.Event()
     failures: Counter[str] = Counter()
 
     def flaky(key: str, body: bytes) -> None:
-        if failures[key] < 2:
-            failures[key] += 1
+        failures[key] += 1
+        if failures[key] <= 2:
             raise ConnectionError("minio not up yet")
         store[key] = body
-        if len(store) == 2:
+        if key == "m/metrics/TrainingMetrics.json":  # the documents go last in a tick
             stop.set()
 
     # the whole training happens in the first tick: only a retry can still deliver it
@@ -342,6 +395,229 @@ def test_run_simulation_retries_failed_writes() -> None:
     thread.join(timeout=5)
     stop.set()
     thread.join()
-    assert set(store) == {"m/ip/hyperparameters.json", "m/metrics/TrainingMetrics.json"}
+    assert set(store) == {
+        "m/ip/hyperparameters.json", "m/model/model_metadata.json",
+        "m/model/deepracer_checkpoints.json", "m/training-simtrace/0-iteration.csv",
+        "m/training-simtrace/1-iteration.csv", "m/metrics/TrainingMetrics.json"}
+    assert all(n == 3 for n in failures.values())
     recs = training(records(store[key_for("m", 0)]))
     assert [r["episode"] for r in recs] == list(range(1, 9))
+
+
+# -- the other files of a training: formats and parsers ----------------------------------------
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for key, body in files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
+
+def test_files_follow_the_drfc_layout() -> None:
+    files = generate_files(TrainingSpec(episodes_between_training=20, workers=2, seed=5,
+                                        evaluation_every=3), 20 * 7, prefix="p")
+    runs = sorted(k for k in files if k.startswith("p/metrics/evaluation/"))
+    stamps = [k.rsplit("-", 1)[1].removesuffix(".json") for k in runs]
+    assert len(runs) == 2 and stamps == sorted(set(stamps))  # after iterations 2 and 5
+    assert runs == [evaluation_key("p", s) for s in stamps]
+    assert set(files) == {
+        "p/ip/hyperparameters.json", "p/model/model_metadata.json",
+        "p/model/deepracer_checkpoints.json", key_for("p", 0), key_for("p", 1),
+        *runs, *(evaluation_simtrace_key("p", s) for s in stamps),
+        *(simtrace_key("p", w, 2, i) for w in (0, 1) for i in range(7)),
+    }
+    assert simtrace_key("p", 1, 2, 6) == "p/1/training-simtrace/6-iteration.csv"
+    assert simtrace_key("p", 0, 1, 6) == "p/training-simtrace/6-iteration.csv"
+    assert evaluation_simtrace_key("p", stamps[0]) == \
+        f"p/evaluation-{stamps[0]}/evaluation-simtrace/0-iteration.csv"
+
+
+def test_model_metadata_and_hyperparameters_parse_like_the_samples(samples: Path) -> None:
+    files = generate_files(TrainingSpec(seed=1, batch_size=128), 20)
+    sample = samples / "sample-drfc-1-logs"
+    ours = model_info_labels(files["model/model_metadata.json"])
+    theirs = model_info_labels((sample / "model" / "model_metadata.json").read_bytes())
+    assert {k: v for k, v in ours.items() if k != "version"} == \
+        {k: v for k, v in theirs.items() if k != "version"}
+    assert ours["action_count"] == "14" and ours["version"] == "5"
+    hp = hyperparameter_values(files["ip/hyperparameters.json"])
+    assert set(hp) == set(hyperparameter_values(
+        (sample / "ip" / "hyperparameters.json").read_bytes()))
+    assert hp["batch_size"] == 128 and hp["term_cond_max_episodes"] == 5000
+
+
+def test_checkpoints_follow_worker_0_evaluations() -> None:
+    spec = TrainingSpec(episodes_between_training=10, workers=2, seed=6)
+    sim = TrainingSimulator(spec)
+    assert "model/deepracer_checkpoints.json" not in sim.take_files()
+    best = -1.0
+    for iteration in range(12):
+        sim.advance(10)
+        body = sim.take_files()["model/deepracer_checkpoints.json"]
+        cps = parse_checkpoints(body)
+        # independently: the mean completion of this iteration's evaluation records
+        evals = [r for r in records(sim.document(0)) if r["phase"] == "evaluation"
+                 and r["episode"] == 5 * (iteration + 1)]
+        metric = statistics.mean(r["completion_percentage"] for r in evals)
+        assert cps.last is not None and cps.best is not None
+        assert cps.last.number == iteration and cps.last.eval_metric == pytest.approx(metric)
+        assert cps.last.sim_time_seconds == evals[-1]["metric_time"] / 1000
+        best = max(best, metric)
+        assert cps.best.eval_metric == pytest.approx(best)
+        assert "model/deepracer_checkpoints.json" not in sim.take_files()
+    steps = [int(n.split("-")[1].removesuffix(".ckpt")) for n in (cps.last.name,)]
+    assert steps[0] > 0
+
+
+def test_evaluation_runs_parse_and_get_faster() -> None:
+    spec = TrainingSpec(seed=2, evaluation_every=4, learning_speed=2.0)
+    files = generate_files(spec, 20 * 40)
+    runs = []
+    for key in sorted(files):
+        run_id = evaluation_run_key(key, "metrics/")
+        if run_id is not None:
+            runs.append(parse_evaluation(run_id, files[key]))
+    assert len(runs) == 10
+    for run in runs:
+        assert run.trials == 3 and run.skipped == 0 and run.timestamp is not None
+        assert run.completed_laps == 3 and run.lap_seconds_best is not None
+    assert runs[-1].lap_seconds_best < runs[0].lap_seconds_best  # type: ignore[operator]
+    assert runs[-1].resets < runs[0].resets
+    assert [r.timestamp for r in runs] == sorted({r.timestamp for r in runs})
+    doc = json.loads(files[next(k for k in files if k.startswith("metrics/evaluation/"))])
+    # continuous evaluation as in sample-drfc-1: laps follow each other, the last is complete
+    trials = doc["metrics"]
+    assert [t["episode_status"] for t in trials] == ["In progress"] * 2 + ["Lap complete"]
+    assert all(b["start_time"] == a["metric_time"] for a, b in itertools.pairwise(trials))
+
+
+def simtrace_rows(body: bytes) -> list[dict[str, str]]:
+    lines = body.decode().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+
+
+def test_simtrace_columns_extend_the_samples(samples: Path) -> None:
+    sample = samples / "sample-drfc-1-logs" / "training-simtrace" / "0-iteration.csv"
+    theirs = sample.read_text().splitlines()[0].split(",")
+    files = generate_files(TrainingSpec(seed=1), 20)
+    ours = files["training-simtrace/0-iteration.csv"].decode().splitlines()[0].split(",")
+    assert ours == list(SIMTRACE_COLUMNS)
+    assert ours[:len(theirs)] == theirs
+    assert ours[len(theirs):] == ["obstacle_crash_counter", "wall_clock"]
+
+
+def test_simtrace_rows_are_the_training_episodes() -> None:
+    spec = TrainingSpec(episodes_between_training=30, workers=3, seed=7)
+    files = generate_files(spec, 30 * 3)
+    for w in range(3):
+        recs = training(records(files[key_for("", w)]))
+        for iteration in range(3):
+            rows = simtrace_rows(files[simtrace_key("", w, 3, iteration)])
+            by_episode: dict[int, list[dict[str, str]]] = defaultdict(list)
+            for row in rows:
+                by_episode[int(row["episode"])].append(row)
+            mine = recs[10 * iteration:10 * (iteration + 1)]
+            assert sorted(by_episode) == [r["episode"] - 1 for r in mine]
+            for rec in mine:
+                ep = by_episode[rec["episode"] - 1]
+                assert ep[0]["episode_status"] == "prepare"
+                assert [r["done"] for r in ep] == ["False"] * (len(ep) - 1) + ["True"]
+                last = ep[-1]
+                assert round(float(last["tstamp"]) * 1000) == rec["metric_time"]
+                assert rec["start_time"] / 1000 < float(ep[0]["tstamp"])
+                status = rec["episode_status"].lower().replace(" ", "_")
+                assert last["episode_status"] == status
+                assert int(float(last["progress"])) == rec["completion_percentage"]
+                assert [float(r["steps"]) for r in ep] == list(range(1, len(ep) + 1))
+
+
+def stability(root: Path) -> tuple[Any, Any]:
+    logs = pytest.importorskip("deepracer.logs")
+    stab = pytest.importorskip("deepracer.logs.stability")
+    drl = logs.DeepRacerLog(str(root))
+    drl.load_training_trace()
+    analyzer = stab.SimtraceStabilityAnalyzer(drl.df)
+    return analyzer.analyze(), analyzer.analyze_timing()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_deepracer_utils_loads_simtrace_with_sane_step_timing(tmp_path: Path,
+                                                              workers: int) -> None:
+    spec = TrainingSpec(episodes_between_training=15, workers=workers, seed=8,
+                        policy_update_s=40.0)
+    write_tree(tmp_path, generate_files(spec, 15 * 6))
+    steps, timing = stability(tmp_path)
+    assert sorted(set(steps["worker"])) == list(range(workers))
+    assert sorted(set(steps["iteration"])) == list(range(6))
+    # 15 steps per simulated second with jitter: the samples show 66.8 ms mean, p95 80-100 ms
+    assert steps["avg_ms"].between(60, 73).all()
+    assert steps["p95_ms"].between(70, 90).all()
+    assert steps["rtf"].between(0.9, 1.0).all()
+    assert list(timing["iteration"]) == list(range(6))
+    assert (timing["train_time_s"] > 5).all()
+    policy = timing["policy_time_s"].dropna()
+    assert len(policy) == 5 and policy.between(40 * 0.8, 40 * 1.25 + 60).all()
+
+
+def test_slow_simulator_stretches_steps_and_slows_simulated_time(tmp_path: Path) -> None:
+    healthy, slow = tmp_path / "healthy", tmp_path / "slow"
+    write_tree(healthy, generate_files(TrainingSpec(seed=9), 20 * 4))
+    write_tree(slow, generate_files(TrainingSpec(seed=9, simulator_speed=0.4), 20 * 4))
+    fast_steps, _ = stability(healthy)
+    slow_steps, _ = stability(slow)
+    assert slow_steps["avg_ms"].between(150, 185).all()  # about 6 steps per simulated second
+    assert (slow_steps["p95_ms"] > 90).all()  # deepracer-analysis' "performance problem" line
+    assert slow_steps["rtf"].between(0.36, 0.4).all()
+    # same episodes (same metrics), fewer steps
+    assert slow_steps["count"].sum() < 0.5 * fast_steps["count"].sum()
+
+
+def test_files_are_deterministic_and_independent_of_chunking() -> None:
+    spec = TrainingSpec(episodes_between_training=12, workers=2, seed=10, evaluation_every=2)
+    whole = generate_files(spec, 12 * 9 + 5)
+    assert whole == generate_files(spec, 12 * 9 + 5)
+    sim = TrainingSimulator(spec)
+    pieces: dict[str, bytes] = {}
+    for chunk in [1, 5, 30, 7, 1, 69]:
+        sim.advance(chunk)
+        new = sim.take_files()
+        once = set(new) - {"model/deepracer_checkpoints.json"}  # rewritten every iteration
+        assert not once & set(pieces), "every other file is handed out once"
+        pieces.update(new)
+    pieces.update({key_for("", w): b for w, b in sim.documents().items()})
+    assert pieces == whole
+    # a worker's simtrace appears when its own share of the iteration is written
+    sim = TrainingSimulator(spec)
+    sim.take_files()
+    seen_at = {}
+    for _ in range(12):
+        sim.advance(1)
+        for key in sim.take_files():
+            seen_at[key] = (len(training(records(sim.document(0)))), sim.record_count(1))
+    assert seen_at["0/training-simtrace/0-iteration.csv"][0] == 6
+    assert seen_at["1/training-simtrace/0-iteration.csv"][1] == 6
+
+
+def test_demo_prints_the_progress_page_first() -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "deepracer_exporter.cli", "demo",
+                             "--listen", "127.0.0.1:0", "--interval", "0.05s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert "DeepRacer exporter demo" in lines[0]
+        assert lines[1].split()[0] == "progress:" and lines[2].split()[0] == "metrics:"
+        page, metrics = lines[1].split()[1], lines[2].split()[1]
+        assert metrics == page + "metrics" and page.endswith("/")
+        with urllib.request.urlopen(page, timeout=10) as response:
+            assert response.status == 200
+            assert "text/html" in response.headers["Content-Type"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)

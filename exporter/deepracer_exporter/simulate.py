@@ -16,9 +16,32 @@ What it reproduces from real DRfC output (one `TrainingMetrics[_<n>].json` per w
   the share of "Lap complete" grow, completed lap times fall toward a floor, failed episodes are
   short, rewards follow completion.
 
+Beside the metrics documents it writes what the simapp and DRfC write next to them (keys relative
+to the model prefix, formats as in deepracer-utils' DRfC samples and the simapp's writers):
+
+* `ip/hyperparameters.json` and `model/model_metadata.json` (14 discrete actions) at the start;
+* `model/deepracer_checkpoints.json` after each iteration's evaluation (simapp `S3Metrics.update`:
+  last and best checkpoint by mean evaluation progress, `time_stamp` on the simulation clock);
+* one simtrace CSV per worker and iteration when that worker's share of the iteration is done:
+  `training-simtrace/<N>-iteration.csv` for one worker, `<worker>/training-simtrace/...` for
+  several, columns `SIMTRACE_COLUMNS` (the simapp's `StepMetrics`, `wall_clock` included). Steps
+  tick at 15 per simulated second with jitter and rare hiccups; `TrainingSpec.simulator_speed`
+  below 1 stretches them and slows simulated time against the wall clock (a host that cannot
+  keep up). Worker 0's rows are the same episodes as its training records (same start and end);
+* every `evaluation_every` iterations an evaluation run of the current policy, as
+  `dr-start-evaluation` writes it: `metrics/evaluation/evaluation-<YYYYmmddHHMMSS>.json`
+  (continuous, `evaluation_trials` laps, off-track resets with a 5 s penalty) and its simtrace
+  `evaluation-<YYYYmmddHHMMSS>/evaluation-simtrace/0-iteration.csv`.
+
+The wall clock is simulated too (`TrainingSpec.start_unix` plus simulated seconds, with the
+policy update between iterations taking about `policy_update_s`), so simtrace files are
+deterministic; only the live writer names evaluation runs after the real time it writes them.
+
 Everything is deterministic for a `TrainingSpec.seed` (`random.Random(seed)`), and chunking does
-not matter: `advance(1)` n times writes the same records as `advance(n)` or
-`generate_documents(spec, n)`.
+not matter: `advance(1)` n times writes the same records (and `take_files` returns the same
+files) as `advance(n)` or `generate_documents(spec, n)`. Simtrace rows and evaluation runs come
+from their own generators seeded per (seed, worker, iteration), drawn only when taken, so the
+metrics documents are the same whether or not anyone asks for them.
 """
 
 from __future__ import annotations
@@ -29,18 +52,26 @@ import logging
 import math
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 __all__ = [
+    "SIMTRACE_COLUMNS",
     "STATUSES",
     "TrainingSimulator",
     "TrainingSpec",
+    "clone_prefix",
+    "evaluation_key",
+    "evaluation_simtrace_key",
     "generate_documents",
+    "generate_files",
     "hyperparameters_key",
     "key_for",
     "run_simulation",
+    "simtrace_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +82,25 @@ _FAILURES = ("Off track", "Crashed", "Reversed", "Time up", "Immobilized")
 _FAILURE_CUM_WEIGHTS = (0.88, 0.91, 0.95, 0.97, 1.0)
 _DOC_TAIL = '], "version": 2.0, "best_model_metric": "progress"}'
 
+# The simapp's StepMetrics, in its order (markov/metrics/constants.py). The simapp writes str()
+# of each value; positions and progress are rounded to 4 decimals here (as its SIM_TRACE_LOG line
+# does) to keep a long demo's bucket small. deepracer-utils drops obstacle_crash_counter.
+SIMTRACE_COLUMNS = (
+    "episode", "steps", "X", "Y", "yaw", "steer", "throttle", "action", "reward", "done",
+    "all_wheels_on_track", "progress", "closest_waypoint", "track_len", "tstamp",
+    "episode_status", "pause_duration", "obstacle_crash_counter", "wall_clock",
+)
+_SIMTRACE_STATUS = {"Lap complete": "lap_complete", "Off track": "off_track",
+                    "Crashed": "crashed", "Reversed": "reversed", "Time up": "time_up",
+                    "Immobilized": "immobilized"}
+STEP_HZ = 15.0  # the agent acts 15 times per simulated second
+_TRACK_LEN = 17.709159380834848  # the samples' track (reInvent 2018), metres
+_WAYPOINTS = 118
+_EVAL_OFF_TRACK_PENALTY_S = 5.0  # DRfC's DR_EVAL_OFF_TRACK_PENALTY default
+_EVAL_MAX_RESETS = 100  # DRfC's DR_EVAL_MAX_RESETS default
+# The samples' action space: steering -30..30 by 10 degrees, speed 1 or 2 m/s.
+_ACTIONS = tuple((-30.0 + 10.0 * (i // 2), 1.0 + (i % 2)) for i in range(14))
+
 
 @dataclass(frozen=True)
 class TrainingSpec:
@@ -58,6 +108,10 @@ class TrainingSpec:
 
     `learning_speed` scales how fast the policy improves: with 1.0 the mean completion is about
     half way at iteration `midpoint_iterations`; 2.0 gets there twice as fast.
+    `pretrained_iterations` starts the policy that far up its learning curve (a clone).
+    `simulator_speed` is how well the host keeps up: 1.0 is a healthy simulator (15 steps per
+    simulated second, real-time factor about 1); 0.4 stretches steps to 2.5 times their length
+    (6 per second) and runs simulated time at about 0.4 of the wall clock.
     """
 
     episodes_between_training: int = 20
@@ -65,6 +119,7 @@ class TrainingSpec:
     seed: int = 0
     learning_speed: float = 1.0
     midpoint_iterations: float = 30.0
+    pretrained_iterations: float = 0.0
     best_lap_s: float = 9.0  # floor the completed lap times fall toward
     initial_lap_s: float = 20.0  # pace of an untrained policy (seconds per full lap)
     max_skill: float = 0.92  # asymptotic skill (0..1); 1.0 would complete every lap
@@ -75,6 +130,11 @@ class TrainingSpec:
     discount_factor: float = 0.95
     entropy: float = 0.01
     num_epochs: int = 3
+    simulator_speed: float = 1.0
+    policy_update_s: float = 30.0  # wall-clock seconds the trainer takes between iterations
+    evaluation_every: int = 5  # an evaluation run after every n-th iteration; 0: none
+    evaluation_trials: int = 3  # DRfC's DR_EVAL_NUMBER_OF_TRIALS default
+    start_unix: float = 1_657_396_800.0  # wall clock at launch (the samples' 2022-07-09)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -92,11 +152,22 @@ class TrainingSpec:
             raise ValueError("max_skill must be in (0, 1]")
         if self.max_episodes < 1:
             raise ValueError("max_episodes must be >= 1")
+        if not 0 < self.simulator_speed <= 1:
+            raise ValueError("simulator_speed must be in (0, 1]")
+        if self.policy_update_s < 0 or self.pretrained_iterations < 0:
+            raise ValueError("policy_update_s and pretrained_iterations must be >= 0")
+        if self.evaluation_every < 0 or self.evaluation_trials < 1:
+            raise ValueError("need evaluation_every >= 0 and evaluation_trials >= 1")
 
     def shares(self) -> list[int]:
         """Training episodes per iteration of each worker (extra ones to the lowest indexes)."""
         base, extra = divmod(self.episodes_between_training, self.workers)
         return [base + (1 if w < extra else 0) for w in range(self.workers)]
+
+    @property
+    def step_s(self) -> float:
+        """Mean simulated seconds between two steps."""
+        return 1.0 / STEP_HZ / self.simulator_speed
 
 
 def key_for(prefix: str, worker: int) -> str:
@@ -107,6 +178,32 @@ def key_for(prefix: str, worker: int) -> str:
 
 def hyperparameters_key(prefix: str) -> str:
     return _join(prefix, "ip/hyperparameters.json")
+
+
+def simtrace_key(prefix: str, worker: int, workers: int, iteration: int) -> str:
+    """DRfC's simtrace key: `training-simtrace/<N>-iteration.csv` for a single worker,
+    `<worker>/training-simtrace/<N>-iteration.csv` when there are several."""
+    folder = "training-simtrace" if workers == 1 else f"{worker}/training-simtrace"
+    return _join(prefix, f"{folder}/{iteration}-iteration.csv")
+
+
+def evaluation_key(prefix: str, stamp: str) -> str:
+    """`metrics/evaluation/evaluation-<YYYYmmddHHMMSS>.json` of a DRfC evaluation run."""
+    return _join(prefix, f"metrics/evaluation/evaluation-{stamp}.json")
+
+
+def evaluation_simtrace_key(prefix: str, stamp: str) -> str:
+    return _join(prefix, f"evaluation-{stamp}/evaluation-simtrace/0-iteration.csv")
+
+
+def clone_prefix(base: str, round_number: int) -> str:
+    """Prefix of round `round_number` (1 = the base itself, then `<base>-2`, `<base>-3`...)."""
+    return base if round_number <= 1 else f"{base.strip('/')}-{round_number}"
+
+
+def stamp_of(unix: float) -> str:
+    """YYYYmmddHHMMSS (UTC) of a Unix time, as DRfC names evaluation runs."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y%m%d%H%M%S")
 
 
 def _join(prefix: str, rest: str) -> str:
@@ -126,24 +223,68 @@ def _record(reward: int, start: int, elapsed: int, episode: int, trial: int, pha
     )
 
 
+@dataclass(frozen=True)
+class _Episode:
+    """One episode as drawn: what both its metrics record and its simtrace rows show."""
+
+    episode: int  # the worker's 1-based episode number (simtrace counts from 0)
+    start_ms: int
+    elapsed_ms: int
+    completion: int
+    status: str
+    reward: int
+
+
+@dataclass(frozen=True)
+class _WorkerIteration:
+    """A worker's share of one iteration, kept until its simtrace file is taken."""
+
+    worker: int
+    iteration: int
+    episodes: tuple[_Episode, ...]
+    wall_start: float  # simulated wall clock (s since launch) at its first episode's start
+    rtf: float  # simulated seconds per wall-clock second
+
+
+@dataclass(frozen=True)
+class _EvaluationPlan:
+    iteration: int
+    skill: float
+    wall_start: float  # s since launch
+
+
 class TrainingSimulator:
     """Per-worker record lists of a training in progress; `advance` appends episodes."""
 
     def __init__(self, spec: TrainingSpec) -> None:
         self.spec = spec
         self._rng = random.Random(spec.seed)
+        # Wall-clock draws have their own stream so the metrics records do not depend on them.
+        self._wall_rng = random.Random(f"wall:{spec.seed}")
         self._shares = spec.shares()
         self._records: list[list[str]] = [[] for _ in range(spec.workers)]
         # Simulation clock (ms) of each worker; real workers start ~27-31 s after launch.
         self._clock = [27_000 + self._rng.randint(0, 3_500) for _ in range(spec.workers)]
+        self._wall = [self._clock[w] / 1000.0 + self._wall_rng.uniform(5.0, 9.0)
+                      for w in range(spec.workers)]
         self._episode = [0] * spec.workers  # last training episode number per worker
         self._drift = 0.0  # slow random walk on top of the logistic learning curve
         self._iteration = 0  # iterations whose training episodes are all written
         self._episodes = 0  # training episodes written, all workers
-        self._pending: deque[tuple[int, str]] = deque()  # (worker, record) of this iteration
+        # (worker, record, share of the iteration when it is the worker's last, else None)
+        self._pending: deque[tuple[int, str, _WorkerIteration | None]] = deque()
         self._pending_eval: list[str] = []
+        self._pending_checkpoint: tuple[float, float] | None = None  # (metric, sim time s)
+        self._pending_run: _EvaluationPlan | None = None
         self._last_trial0 = 0
         self._changed: set[int] = set()
+        self._steps = 0  # env steps of all training episodes so far (checkpoint names)
+        self._steps_at_iteration = 0
+        self._ready_traces: list[_WorkerIteration] = []
+        self._ready_runs: list[_EvaluationPlan] = []
+        self._checkpoint: dict[str, dict[str, object]] | None = None
+        self._checkpoint_changed = False
+        self._started = False
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -166,8 +307,8 @@ class TrainingSimulator:
 
     def skill(self, iteration: int) -> float:
         """Noise-free skill (0..max_skill) of the policy at an iteration: a logistic curve."""
-        x = (iteration * self.spec.learning_speed - self.spec.midpoint_iterations) / (
-            self.spec.midpoint_iterations / 3.5)
+        trained = iteration * self.spec.learning_speed + self.spec.pretrained_iterations
+        x = (trained - self.spec.midpoint_iterations) / (self.spec.midpoint_iterations / 3.5)
         return self.spec.max_skill / (1.0 + math.exp(-x))
 
     # -- simulation --------------------------------------------------------------------------
@@ -184,18 +325,42 @@ class TrainingSimulator:
         while added < n_episodes and self._episodes < limit:
             if not self._pending:
                 self._plan_iteration()
-            worker, rec = self._pending.popleft()
+            worker, rec, done = self._pending.popleft()
             self._records[worker].append(rec)
             self._changed.add(worker)
             self._episodes += 1
             added += 1
+            if done is not None:
+                self._ready_traces.append(done)
             if not self._pending:
                 if self._pending_eval:
                     self._records[0].extend(self._pending_eval)
                     self._changed.add(0)
                     self._pending_eval = []
+                self._finish_iteration()
                 self._iteration += 1
         return added
+
+    def _finish_iteration(self) -> None:
+        """Worker 0 has evaluated: the checkpoint index changes, maybe an evaluation run."""
+        if self._pending_checkpoint is not None:
+            metric, sim_time = self._pending_checkpoint
+            name = f"{self._iteration}_Step-{self._steps_at_iteration}.ckpt"
+            last: dict[str, object] = {"name": name, "avg_eval_metric": metric,
+                                       "time_stamp": sim_time}
+            best = last
+            if self._checkpoint is not None:
+                previous = self._checkpoint["best_checkpoint"]
+                metric_before = previous["avg_eval_metric"]
+                if isinstance(metric_before, float) and metric < metric_before:
+                    best = previous
+            self._checkpoint = {"best_checkpoint": best, "last_checkpoint": last}
+            self._checkpoint_changed = True
+            self._pending_checkpoint = None
+        if self._pending_run is not None:
+            self._ready_runs.append(self._pending_run)
+            self._pending_run = None
+        self._steps_at_iteration = self._steps
 
     def _plan_iteration(self) -> None:
         """Draw the whole next iteration (all workers and the evaluation) at once.
@@ -205,41 +370,70 @@ class TrainingSimulator:
         which is the order parallel workers would write them.
         """
         rng = self._rng
+        spec = self.spec
         self._drift = max(-0.12, min(0.12, self._drift * 0.8 + rng.gauss(0.0, 0.03)))
         skill = max(0.0, min(1.0, self.skill(self._iteration) + self._drift))
-        streams: list[list[tuple[int, int, str]]] = []
+        streams: list[list[tuple[int, int, str, _WorkerIteration | None]]] = []
+        wall = self._wall_rng
+        wall_end = []
         for w, share in enumerate(self._shares):
             begin = self._clock[w]
             clock = begin
-            stream: list[tuple[int, int, str]] = []
+            stream: list[tuple[int, int, str, _WorkerIteration | None]] = []
+            drawn: list[_Episode] = []
             for trial in range(1, share + 1):
                 self._episode[w] += 1
                 episode = self._episode[w]
-                rec, clock = self._episode_record(
-                    skill, clock, episode, trial if w == 0 else episode, "training")
-                stream.append((clock - begin, w, rec))
+                ep = self._draw_episode(skill, clock, episode)
+                clock = ep.start_ms + ep.elapsed_ms
+                drawn.append(ep)
+                rec = _record(ep.reward, ep.start_ms, ep.elapsed_ms, episode,
+                              trial if w == 0 else episode, "training", ep.completion,
+                              ep.status)
+                stream.append((clock - begin, w, rec, None))
+                self._steps += _step_count(ep.elapsed_ms, spec.step_s)
             if w == 0:
                 self._last_trial0 = share
+            rtf = spec.simulator_speed * wall.uniform(0.95, 1.0)
+            share_plan = _WorkerIteration(w, self._iteration, tuple(drawn),
+                                          self._wall[w], rtf)
+            last = stream[-1]
+            stream[-1] = (last[0], last[1], last[2], share_plan)
             streams.append(stream)
+            wall_end.append(self._wall[w] + (clock - begin) / 1000.0 / rtf)
             self._clock[w] = clock
-        self._pending = deque((w, rec) for _, w, rec in heapq.merge(*streams))
+        self._pending = deque((w, rec, done) for _, w, rec, done in heapq.merge(*streams))
 
-        lo, hi = self.spec.eval_episodes
+        lo, hi = spec.eval_episodes
         n_eval = lo + min(hi - lo, int(rng.expovariate(1.2)))
         evals = []
+        completions = []
         clock = self._clock[0]
         for _ in range(n_eval):
-            rec, clock = self._episode_record(
-                min(1.0, skill + 0.04), clock, self._episode[0], self._last_trial0, "evaluation")
-            evals.append(rec)
+            ep = self._draw_episode(min(1.0, skill + 0.04), clock, self._episode[0])
+            clock = ep.start_ms + ep.elapsed_ms
+            completions.append(ep.completion)
+            evals.append(_record(ep.reward, ep.start_ms, ep.elapsed_ms, self._episode[0],
+                                 self._last_trial0, "evaluation", ep.completion, ep.status))
         self._pending_eval = evals
+        eval_wall_end = wall_end[0] + (clock - self._clock[0]) / 1000.0 / spec.simulator_speed
+        if completions:
+            self._pending_checkpoint = (sum(completions) / len(completions), clock / 1000.0)
         # Worker 0 goes straight on after evaluating; the others wait for the trainer.
         self._clock[0] = clock + rng.randint(40, 1_200)
-        for w in range(1, self.spec.workers):
+        for w in range(1, spec.workers):
             self._clock[w] += rng.randint(25_000, 40_000)
+        # Wall clock: the trainer starts when the last worker is done, and every worker starts
+        # the next iteration once the new policy is out (worker 0 also after evaluating).
+        policy_done = max(wall_end) + spec.policy_update_s * wall.uniform(0.8, 1.25)
+        for w in range(spec.workers):
+            ready = max(policy_done, eval_wall_end) if w == 0 else policy_done
+            self._wall[w] = ready + wall.uniform(0.3, 1.5)
+        if spec.evaluation_every and (self._iteration + 1) % spec.evaluation_every == 0:
+            self._pending_run = _EvaluationPlan(self._iteration, min(1.0, skill + 0.04),
+                                                wall_end[0] + wall.uniform(2.0, 10.0))
 
-    def _episode_record(self, skill: float, clock: int, episode: int, trial: int,
-                        phase: str) -> tuple[str, int]:
+    def _draw_episode(self, skill: float, clock: int, episode: int) -> _Episode:
         rng = self._rng
         spec = self.spec
         start = clock + rng.randint(30, 130)
@@ -261,8 +455,7 @@ class TrainingSimulator:
                 elapsed += rng.randint(2_000, 4_000)
         reward = max(0, round(completion * (0.9 + 0.8 * skill) * rng.gauss(1.0, 0.12)
                               + rng.uniform(1.0, 4.0)))
-        rec = _record(reward, start, elapsed, episode, trial, phase, completion, status)
-        return rec, start + elapsed
+        return _Episode(episode, start, elapsed, completion, status, reward)
 
     # -- output ------------------------------------------------------------------------------
     def document(self, worker: int) -> bytes:
@@ -282,6 +475,37 @@ class TrainingSimulator:
     @staticmethod
     def key_for(prefix: str, worker: int) -> str:
         return key_for(prefix, worker)
+
+    def take_files(self, prefix: str = "",
+                   stamp: Callable[[float], str] | None = None) -> dict[str, bytes]:
+        """Every object other than the metrics documents that appeared since the last call.
+
+        The first call returns the hyperparameters and the model metadata; then simtrace
+        files of worker iterations that finished, the checkpoint index when it changed and the
+        evaluation runs. `stamp` names an evaluation run from its simulated Unix start time
+        (default: that time as YYYYmmddHHMMSS); a live writer passes the real time instead.
+        """
+        name = stamp or stamp_of
+        out: dict[str, bytes] = {}
+        if not self._started:
+            out[hyperparameters_key(prefix)] = self.hyperparameters()
+            out[_join(prefix, "model/model_metadata.json")] = self.model_metadata()
+            self._started = True
+        for share in self._ready_traces:
+            key = simtrace_key(prefix, share.worker, self.spec.workers, share.iteration)
+            out[key] = self._simtrace(share)
+        self._ready_traces = []
+        if self._checkpoint_changed and self._checkpoint is not None:
+            out[_join(prefix, "model/deepracer_checkpoints.json")] = json.dumps(
+                self._checkpoint).encode()
+            self._checkpoint_changed = False
+        for plan in self._ready_runs:
+            metrics, trace = self._evaluation_run(plan)
+            run = name(self.spec.start_unix + plan.wall_start)
+            out[evaluation_key(prefix, run)] = metrics
+            out[evaluation_simtrace_key(prefix, run)] = trace
+        self._ready_runs = []
+        return out
 
     def hyperparameters(self) -> bytes:
         """`ip/hyperparameters.json` of this training (same keys as DRfC writes)."""
@@ -303,6 +527,139 @@ class TrainingSimulator:
         }
         return json.dumps(doc, indent=2).encode()
 
+    @staticmethod
+    def model_metadata() -> bytes:
+        """`model/model_metadata.json`: the samples' discrete action space and camera."""
+        doc = {
+            "action_space": [{"steering_angle": steer, "speed": speed, "index": i}
+                             for i, (steer, speed) in enumerate(_ACTIONS)],
+            "sensor": ["FRONT_FACING_CAMERA"],
+            "neural_network": "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
+            "version": "5",
+            "training_algorithm": "clipped_ppo",
+            "action_space_type": "discrete",
+        }
+        return json.dumps(doc, indent=4).encode()
+
+    # -- simtrace and evaluation runs --------------------------------------------------------
+    def _simtrace(self, share: _WorkerIteration) -> bytes:
+        rng = random.Random(f"simtrace:{self.spec.seed}:{share.worker}:{share.iteration}")
+        lines = [",".join(SIMTRACE_COLUMNS)]
+        sim_zero = share.episodes[0].start_ms / 1000.0
+        wall_zero = self.spec.start_unix + share.wall_start
+        for ep in share.episodes:
+            _episode_rows(lines, rng, ep.episode - 1, 0, ep.start_ms / 1000.0,
+                          (ep.start_ms + ep.elapsed_ms) / 1000.0, ep.completion,
+                          _SIMTRACE_STATUS[ep.status], ep.reward, self.spec.step_s, True,
+                          lambda t: wall_zero + (t - sim_zero) / share.rtf)
+        return ("\n".join(lines) + "\n").encode()
+
+    def _evaluation_run(self, plan: _EvaluationPlan) -> tuple[bytes, bytes]:
+        """A continuous evaluation of `evaluation_trials` laps: (metrics file, its simtrace)."""
+        spec = self.spec
+        rng = random.Random(f"evaluation:{spec.seed}:{plan.iteration}")
+        pace = spec.best_lap_s + (spec.initial_lap_s - spec.best_lap_s) * (1.0 - plan.skill) ** 1.5
+        records = []
+        lines = [",".join(SIMTRACE_COLUMNS)]
+        clock = rng.uniform(6.5, 7.1)
+        wall_zero = spec.start_unix + plan.wall_start
+        rtf = spec.simulator_speed * rng.uniform(0.95, 1.0)
+        steps = 0
+        for trial in range(1, spec.evaluation_trials + 1):
+            resets = min(_EVAL_MAX_RESETS + 1, _poisson(rng, 12.0 * (1.0 - plan.skill) ** 2))
+            done = resets <= _EVAL_MAX_RESETS
+            completion = 100 if done else rng.randint(20, 95)
+            drive = max(spec.best_lap_s * 0.97, pace * rng.gauss(1.0, 0.02)) * completion / 100
+            elapsed = drive + resets * (_EVAL_OFF_TRACK_PENALTY_S + rng.uniform(0.5, 1.5))
+            last = trial == spec.evaluation_trials or not done
+            status = ("Lap complete" if last else "In progress") if done else "Off track"
+            start = clock
+            clock = start + elapsed
+            records.append({
+                "completion_percentage": completion, "metric_time": round(clock * 1000),
+                "start_time": round(start * 1000),
+                "elapsed_time_in_milliseconds": round(clock * 1000) - round(start * 1000),
+                "episode_status": status, "crash_count": 0, "immobilized_count": 0,
+                "off_track_count": resets if done else _EVAL_MAX_RESETS, "reversed_count": 0,
+                "reset_count": resets if done else _EVAL_MAX_RESETS, "trial": trial,
+            })
+            row_status = ("lap_complete" if last else "in_progress") if done else "off_track"
+            steps = _episode_rows(lines, rng, trial - 1, steps, start, clock, completion,
+                                  row_status, 0, spec.step_s, trial == 1,
+                                  lambda t: wall_zero + t / rtf)
+            if not done:
+                break
+        metrics = json.dumps({"metrics": records}).encode()
+        return metrics, ("\n".join(lines) + "\n").encode()
+
+
+def _step_count(elapsed_ms: int, step_s: float) -> int:
+    """Rows of an episode's simtrace: one per step, the first being the `prepare` row."""
+    return max(2, round(elapsed_ms / 1000.0 / step_s))
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    count, total = 0, rng.expovariate(1.0)
+    while total < mean:
+        count += 1
+        total += rng.expovariate(1.0)
+    return count
+
+
+def _episode_rows(lines: list[str], rng: random.Random, episode: int, steps_before: int,
+                  start: float, end: float, completion: int, final_status: str, reward: int,
+                  step_s: float, prepare: bool, wall: Callable[[float], float]) -> int:
+    """Append one episode's rows (simulated seconds `start`..`end`); returns the step count.
+
+    The first row comes 30-150 ms after the episode starts (`prepare`), the last is at `end`
+    with `done` and the episode's status. Steps sit on a `step_s` grid with jitter (sd about
+    12% of a step, as the samples show) and rare hiccups of 50-300 ms.
+    """
+    first = min(end - 0.001, start + rng.uniform(0.03, 0.15))
+    n = _step_count(round((end - start) * 1000), step_s)
+    span = end - first
+    sigma = 0.12 * step_s / math.sqrt(2.0)
+    final_progress = 100.0 if final_status in ("lap_complete", "in_progress") \
+        else completion + rng.random()
+    progress0 = rng.uniform(0.6, 1.0)
+    per_step = reward / max(1, n - 1)
+    previous = first
+    on_track = final_status not in ("off_track", "crashed")
+    for k in range(n):
+        if k == 0:
+            t = first
+        elif k == n - 1:
+            t = end
+        else:
+            t = first + span * k / (n - 1) + rng.gauss(0.0, sigma)
+            if rng.random() < 0.004:
+                t += rng.uniform(0.05, 0.3)
+            t = min(end - 0.001, max(previous + 0.005, t))
+        t = round(t, 3)
+        previous = t
+        progress = final_progress if k == n - 1 else \
+            progress0 + (final_progress - progress0) * k / (n - 1)
+        theta = 2.0 * math.pi * progress / 100.0
+        x = 3.2 + 3.6 * math.sin(theta) + rng.gauss(0.0, 0.04)
+        y = 2.5 - 1.85 * math.cos(theta) + rng.gauss(0.0, 0.04)
+        yaw = math.degrees(math.atan2(1.85 * math.sin(theta), 3.6 * math.cos(theta)))
+        action = rng.randrange(len(_ACTIONS))
+        steer, throttle = _ACTIONS[action]
+        last = k == n - 1
+        if k == 0 and prepare:
+            status, step_reward = "prepare", 0.0
+        elif last:
+            status = final_status
+            step_reward = round(per_step, 4) if on_track else 0.001
+        else:
+            status, step_reward = "in_progress", round(per_step * rng.uniform(0.7, 1.3), 4)
+        lines.append(
+            f"{episode},{float(steps_before + k + 1)},{x:.4f},{y:.4f},{yaw:.4f},{steer},"
+            f"{throttle},{action},{step_reward},{last},{on_track or not last},{progress:.4f},"
+            f"{int(progress / 100.0 * _WAYPOINTS) % _WAYPOINTS + 1},{_TRACK_LEN},{t},{status},"
+            f"0.0,0,{round(wall(t) + rng.gauss(0.0, 0.0005), 6)}")
+    return steps_before + n
+
 
 def _pick(u: float) -> int:
     for i, bound in enumerate(_FAILURE_CUM_WEIGHTS):
@@ -322,39 +679,110 @@ def generate_documents(spec: TrainingSpec, episodes: int) -> dict[int, bytes]:
     return sim.documents()
 
 
+def generate_files(spec: TrainingSpec, episodes: int, prefix: str = "") -> dict[str, bytes]:
+    """Every object of a training of `episodes` episodes (capped at `spec.max_episodes`), by
+    key under `prefix`: what a DRfC model folder holds, simtrace and evaluation runs included."""
+    sim = TrainingSimulator(spec)
+    sim.advance(episodes)
+    out = sim.take_files(prefix)
+    out.update({key_for(prefix, w): body for w, body in sim.documents().items()})
+    return out
+
+
+@dataclass
+class _Round:
+    """The round a live model is in: its simulator and what is still to be written."""
+
+    base: str
+    spec: TrainingSpec
+    number: int
+    sim: TrainingSimulator
+    dirty: set[int] = field(default_factory=set)
+    unsent: dict[str, bytes] = field(default_factory=dict)
+    written: set[str] = field(default_factory=set)
+    last_stamp: float = 0.0
+
+    @property
+    def prefix(self) -> str:
+        return clone_prefix(self.base, self.number)
+
+
+def _start_round(base: str, spec: TrainingSpec, number: int, now: float) -> _Round:
+    """Round 1 is `spec` itself; round k > 1 a clone: prefix `<base>-<k>`, another seed and a
+    policy that starts half way up its learning curve (a clone starts from a trained model)."""
+    round_spec = replace(spec, start_unix=now) if number == 1 else replace(
+        spec, seed=spec.seed + 1000 * (number - 1), start_unix=now,
+        pretrained_iterations=spec.pretrained_iterations + spec.midpoint_iterations)
+    return _Round(base, spec, number, TrainingSimulator(round_spec))
+
+
 def run_simulation(
     put_object: Callable[[str, bytes], None],
     models: list[tuple[str, TrainingSpec]],
     interval_s: float,
     stop: threading.Event,
     episodes_per_tick: int = 1,
+    clock: Callable[[], float] = time.time,
+    delete_object: Callable[[str], None] | None = None,
 ) -> None:
     """Advance every model each `interval_s` and upload what changed, until `stop` is set.
 
-    `models` is a list of (prefix, spec). Each model's hyperparameters are written once; a
-    worker document is written whenever it changed. A failing `put_object` (e.g. minio not up
-    yet) is logged and retried on the next tick instead of ending the simulation.
+    `models` is a list of (prefix, spec). A worker document is written whenever it changed,
+    every other object (`TrainingSimulator.take_files`) once, evaluation runs named after the
+    `clock` time they are written. When a model reaches `spec.max_episodes` and everything is
+    written, it goes on with its next round, a clone (`clone_prefix`: `<prefix>-2`, `-3`...), so
+    a demo left running keeps moving. With `delete_object`, starting round k deletes what round
+    k - 2 wrote (a long demo keeps two rounds per model, and its bucket stays bounded). A failing
+    write or delete (e.g. minio not up yet) is logged and retried on the next tick instead of
+    ending the simulation.
     """
-    sims = [(prefix, TrainingSimulator(spec)) for prefix, spec in models]
-    unsent_hparams = {prefix for prefix, _ in sims}
-    dirty: dict[str, set[int]] = {prefix: set() for prefix, _ in sims}
+    rounds = [_start_round(prefix, spec, 1, clock()) for prefix, spec in models]
+    previous: list[_Round | None] = [None] * len(rounds)
+    doomed: set[str] = set()
     while not stop.is_set():
-        for prefix, sim in sims:
-            if prefix in unsent_hparams and _put(put_object, hyperparameters_key(prefix),
-                                                 sim.hyperparameters()):
-                unsent_hparams.discard(prefix)
-            sim.advance(episodes_per_tick)
-            dirty[prefix] |= sim.take_changed()
-            for worker in sorted(dirty[prefix]):
-                if _put(put_object, key_for(prefix, worker), sim.document(worker)):
-                    dirty[prefix].discard(worker)
+        for i, current in enumerate(rounds):
+            if current.sim.finished and not current.dirty and not current.unsent:
+                older = previous[i]
+                if delete_object is not None and older is not None:
+                    doomed |= older.written
+                previous[i] = current
+                current = rounds[i] = _start_round(current.base, current.spec,
+                                                   current.number + 1, clock())
+                log.info("simulate: %s reached %d episodes, next round %s", current.base,
+                         current.spec.max_episodes, current.prefix)
+            current.sim.advance(episodes_per_tick)
+            current.dirty |= current.sim.take_changed()
+
+            def live_stamp(_simulated: float, state: _Round = current) -> str:
+                state.last_stamp = max(float(math.floor(clock())), state.last_stamp + 1.0)
+                return stamp_of(state.last_stamp)
+
+            current.unsent.update(current.sim.take_files(current.prefix, live_stamp))
+            for key in list(current.unsent):
+                if _put(put_object, key, current.unsent[key]):
+                    del current.unsent[key]
+                    current.written.add(key)
+            for worker in sorted(current.dirty):
+                key = key_for(current.prefix, worker)
+                if _put(put_object, key, current.sim.document(worker)):
+                    current.dirty.discard(worker)
+                    current.written.add(key)
+        if delete_object is not None:
+            # Metrics documents last: the round stays a model until nothing else is left.
+            for key in sorted(doomed, key=lambda k: "/metrics/TrainingMetrics" in k):
+                if _call(delete_object, key):
+                    doomed.discard(key)
         stop.wait(interval_s)
 
 
 def _put(put_object: Callable[[str, bytes], None], key: str, body: bytes) -> bool:
+    return _call(lambda k: put_object(k, body), key)
+
+
+def _call(action: Callable[[str], None], key: str) -> bool:
     try:
-        put_object(key, body)
+        action(key)
     except Exception as exc:  # any client error: keep simulating, retry next tick
-        log.warning("simulate: writing %s failed: %s", key, exc)
+        log.warning("simulate: writing or deleting %s failed: %s", key, exc)
         return False
     return True
