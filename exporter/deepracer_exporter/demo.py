@@ -1,4 +1,11 @@
-"""The embedded default: a local S3 endpoint, a simulated training, and the exporter on it."""
+"""The embedded default: a local S3 endpoint, a simulated training, and the exporter on it.
+
+Both demo models train for `DEMO_MAX_EPISODES` episodes (100 iterations, about 17 minutes at the
+default 0.5 s per episode), then go on with a clone round (`<model>-2`, `-3`...; see
+`simulate.run_simulation`); the exporter discovers every round in the bucket, and the simulator
+deletes a model's rounds older than the previous one, so a demo left running keeps moving with
+a bounded bucket.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +16,19 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .app import Exporter, StoreFactory, make_s3_client
-from .config import Config, ModelConfig, S3Settings
+from .config import Config, DiscoverConfig, S3Settings
 from .simulate import TrainingSpec, run_simulation
 
 log = logging.getLogger("deepracer_exporter")
 
 DEMO_BUCKET = "deepracer"
+DEMO_MAX_EPISODES = 2000  # term_cond_max_episodes of each demo round
 DEMO_MODELS = (
-    ("demo-single-worker", TrainingSpec(episodes_between_training=20, workers=1, seed=1)),
+    ("demo-single-worker", TrainingSpec(episodes_between_training=20, workers=1, seed=1,
+                                        max_episodes=DEMO_MAX_EPISODES)),
     ("demo-two-workers", TrainingSpec(episodes_between_training=20, workers=2, seed=2,
-                                      learning_speed=1.4, best_lap_s=8.5)),
+                                      learning_speed=1.4, best_lap_s=8.5,
+                                      max_episodes=DEMO_MAX_EPISODES)),
 )
 
 
@@ -34,11 +44,15 @@ def run_simulate(client: Any, bucket: str, interval: float, stop: threading.Even
         log.warning("simulate: cannot create bucket %s yet: %s", bucket, exc)
 
     def put(key: str, body: bytes) -> None:
-        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+        kind = "text/csv" if key.endswith(".csv") else "application/json"
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=kind)
 
-    log.info("simulate: writing %s into s3://%s every %gs",
+    def delete(key: str) -> None:
+        client.delete_object(Bucket=bucket, Key=key)
+
+    log.info("simulate: writing %s into s3://%s, one episode every %gs",
              ", ".join(name for name, _ in DEMO_MODELS), bucket, interval)
-    run_simulation(put, list(DEMO_MODELS), interval, stop)
+    run_simulation(put, list(DEMO_MODELS), interval, stop, delete_object=delete)
 
 
 def run_demo(listen: str, refresh: float, interval: float, stop: threading.Event,
@@ -67,8 +81,7 @@ def run_demo(listen: str, refresh: float, interval: float, stop: threading.Event
         listen_port=int(port),
         refresh_interval=refresh,
         s3=settings,
-        models=tuple(ModelConfig(name=name, rounds=(name,), bucket=DEMO_BUCKET)
-                     for name, _ in DEMO_MODELS),
+        discover=(DiscoverConfig(bucket=DEMO_BUCKET),),
     )
     exporter = Exporter(config, StoreFactory(lambda: make_s3_client(settings)),
                         registry=registry)
@@ -80,8 +93,10 @@ def run_demo(listen: str, refresh: float, interval: float, stop: threading.Event
         stop.set()
         s3.stop()
         return 1
+    base = f"http://{config.listen_host}:{exporter.port}"
     print(f"DeepRacer exporter demo\n"
-          f"  metrics:     http://{config.listen_host}:{exporter.port}/metrics\n"
+          f"  progress:    {base}/  (charts of every model)\n"
+          f"  metrics:     {base}/metrics\n"
           f"  S3 endpoint: {endpoint} (bucket {DEMO_BUCKET}; any access key)\n"
           f"  models:      {', '.join(name for name, _ in DEMO_MODELS)}\n"
           f"Press Ctrl-C to stop.", flush=True)
