@@ -302,3 +302,22 @@ def test_decoder_fallbacks_give_the_same_columns() -> None:
     for bad in (b"\xff", b"\xc3("):  # not UTF-8, even in a field the exporter does not read
         with pytest.raises(MetricsFileError):
             parse_document(metrics_body([*records, b'{"x": "' + bad + b'"}']))
+
+
+tricky_text = st.text(st.sampled_from('[]{},:"\\ aé\n\u2028'), max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(st.builds(lambda i, note: training_record(i, note=note),
+                                  st.integers(1, 50), tricky_text), max_size=8),
+       at=st.integers(0, 8), member=tricky_text, deep_in_field=st.booleans())
+def test_deep_record_is_found_by_its_brackets_whatever_the_strings(
+        records: list[Any], at: int, member: str, deep_in_field: bool) -> None:
+    """Strings full of brackets, quotes and backslashes around a record nested too deeply: that
+    record alone is skipped."""
+    parts = [json.dumps(r).encode() for r in records]
+    deep = with_raw(training_record(99, note=member), "extra", DEEP) if deep_in_field else DEEP
+    trailer = b', ' + json.dumps({member: member})[1:-1].encode() + b"}" if member else b"}"
+    want = parse_document(metrics_body(parts, trailer))
+    got = parse_document(metrics_body([*parts[:at], deep, *parts[at:]], trailer))
+    assert (columns_of(got), got.skipped) == (columns_of(want), want.skipped + 1)
