@@ -229,6 +229,17 @@ def test_out_of_files_logs_once_and_backs_off_instead_of_spinning() -> None:
     assert "Traceback" not in log, log
 
 
+def test_oversized_request_head_gets_431(serve: Any) -> None:
+    port = port_of(serve())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 1000 + b"\r\n" * 1)
+        for _ in range(80):
+            s.sendall(b"X-Pad: " + b"a" * 1000 + b"\r\n")
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 431")
+    assert get(port)[0].status == 200
+
+
 # --- item 13: Accept-Encoding -------------------------------------------------------------
 
 

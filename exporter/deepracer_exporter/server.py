@@ -165,6 +165,7 @@ class _Connection:
     handshaking: bool = False
     busy: bool = False  # a worker is answering it
     registered: bool = False  # in the selector: waiting for bytes
+    closing: bool = False  # refused: what still arrives is read and dropped until EOF
     buffer: bytearray = field(default_factory=bytearray)
 
 
@@ -418,6 +419,8 @@ class MetricsServer:
                     return
                 if not conn.buffer:
                     conn.deadline = now + self.limits.request_timeout
+                if conn.closing:
+                    continue
                 conn.buffer += data
                 if len(conn.buffer) > self.limits.max_head_bytes + 65536:
                     break
@@ -452,14 +455,10 @@ class MetricsServer:
     def _dispatch(self, conn: _Connection) -> None:
         """Hand a complete request head to a worker; refuse one that grows too large."""
         end = _HEAD_END.search(conn.buffer)
-        if end is None:
-            if len(conn.buffer) > self.limits.max_head_bytes:
-                with contextlib.suppress(OSError):
-                    conn.sock.send(_TOO_LARGE)
-                self._close(conn)
+        if (end.end() if end else len(conn.buffer)) > self.limits.max_head_bytes:
+            self._refuse(conn)
             return
-        if end.end() > self.limits.max_head_bytes:
-            self._close(conn)
+        if end is None:
             return
         head = bytes(conn.buffer[:end.end()])
         del conn.buffer[:end.end()]
@@ -467,6 +466,18 @@ class MetricsServer:
         self._selector.unregister(conn.sock)
         conn.registered = False
         self._pool.submit(self._answer, conn, head)
+
+    def _refuse(self, conn: _Connection) -> None:
+        """431, then a graceful close: the rest of the head is read and dropped (closing with
+        unread bytes would reset the connection and the client might miss the answer)."""
+        conn.buffer.clear()
+        conn.closing = True
+        conn.deadline = time.monotonic() + self.limits.request_timeout
+        try:
+            conn.sock.send(_TOO_LARGE)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
 
     def _take_returned(self) -> None:
         try:
