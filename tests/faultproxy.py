@@ -12,8 +12,14 @@ even on kept-alive connections. Modes (switchable at any time, from any thread):
   `seconds` before they are relayed; beyond the client's read timeout that is a timeout.
 * `fail(count, status, code)`: the next `count` requests are answered by the proxy with an S3
   XML error (503 SlowDown, 500 InternalError, 403 AccessDenied, ...), later ones are relayed.
+* `drip(seconds, match, part)`: answers to requests whose target contains `match` arrive one
+  byte every `seconds` (below a client's read timeout, so no single read ever times out):
+  part "body" relays the head at once and drips the real body; part "head" drips an endless
+  response head (a request that never gets its answer).
 
-Every request seen is recorded in `seen` as (method, target, action).
+Every request seen is recorded in `seen` as (method, target, action, held): `held` is how many
+other requests were being held (delayed or dripping) when it arrived; `holding()` is that number
+now.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -127,7 +134,8 @@ def s3_error(status: int, code: str, resource: str = "/") -> bytes:
 class Seen:
     method: str
     target: str
-    action: str  # relayed | failed | delayed | reset
+    action: str  # relayed | failed | delayed | dripped | reset
+    held: int = 0  # requests held (delayed or dripping) when this one arrived
 
 
 class FaultProxy:
@@ -141,6 +149,8 @@ class FaultProxy:
         self._fail_left = 0
         self._fail_status = 503
         self._fail_code = "SlowDown"
+        self._drip_part = "body"
+        self._held = 0
         self._conns: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._stopped = threading.Event()
@@ -226,6 +236,15 @@ class FaultProxy:
             self._fail_left, self._fail_status, self._fail_code = count, status, code
         self._listen()
 
+    def drip(self, seconds: float, match: str | None = None, part: str = "body") -> None:
+        with self._lock:
+            self._mode, self._delay, self._match, self._drip_part = "drip", seconds, match, part
+        self._listen()
+
+    def holding(self) -> int:
+        with self._lock:
+            return self._held
+
     def count(self, action: str | None = None, contains: str = "") -> int:
         with self._lock:
             return sum(1 for s in self.seen
@@ -255,15 +274,30 @@ class FaultProxy:
                 action, wait = "failed", 0.0
             elif self._mode == "delay" and (self._match is None or self._match in target):
                 action, wait = "delayed", self._delay
+            elif self._mode == "drip" and (self._match is None or self._match in target):
+                action, wait = "dripped", self._delay
             else:
                 action, wait = "relayed", 0.0
-            self.seen.append(Seen(method, target, action))
+            self.seen.append(Seen(method, target, action, self._held))
+            if action in ("delayed", "dripped"):
+                self._held += 1
             return action, wait
+
+    def _release(self) -> None:
+        with self._lock:
+            self._held -= 1
+
+    def _drip(self, client: socket.socket, data: bytes, seconds: float) -> None:
+        for i in range(len(data)):
+            if self._stopped.wait(seconds):
+                raise _Closed()
+            client.sendall(data[i:i + 1])
 
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         upstream_reader: _Reader | None = None
         reader = _Reader(client)
+        answered = False
         try:
             if self._mode in ("reset", "refuse"):
                 raise _Closed()
@@ -279,8 +313,19 @@ class FaultProxy:
                     client.sendall(s3_error(self._fail_status, self._fail_code,
                                             target.split("?")[0]))
                     continue
-                if wait and self._stopped.wait(wait):
-                    raise _Closed()
+                if action == "dripped" and self._drip_part == "head":
+                    try:
+                        self._drip(client, b"HTTP/1.1 200 OK\r\nX-Drip: ", wait)
+                        while True:  # a header line that never ends
+                            self._drip(client, b"a", wait)
+                    finally:
+                        self._release()
+                if action == "delayed":
+                    try:
+                        if self._stopped.wait(wait):
+                            raise _Closed()
+                    finally:
+                        self._release()
                 if upstream is None:
                     upstream = socket.create_connection(self._upstream, timeout=30)
                     upstream_reader = _Reader(upstream)
@@ -288,7 +333,17 @@ class FaultProxy:
                         self._conns.add(upstream)
                 assert upstream_reader is not None
                 upstream.sendall(head + body)
-                if not self._relay_response(upstream_reader, client, method):
+                if action == "dripped":
+                    try:
+                        keep = self._relay_response(
+                            upstream_reader, client, method,
+                            lambda data, w=wait: self._drip(client, data, w))
+                    finally:
+                        self._release()
+                else:
+                    keep = self._relay_response(upstream_reader, client, method)
+                if not keep:
+                    answered = True  # the upstream closes after a complete answer
                     raise _Closed()
         except (_Closed, OSError):
             pass
@@ -299,14 +354,18 @@ class FaultProxy:
                 with self._lock:
                     self._conns.discard(sock)
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.close()  # linger 0: a reset, as a dropped endpoint does
+                    if not answered:  # a reset, as a dropped endpoint does; else a plain close
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                    sock.close()  # (a reset would discard what the client has not read yet)
                 except OSError:
                     pass
 
     @staticmethod
-    def _relay_response(upstream: _Reader, client: socket.socket, method: str) -> bool:
-        """Relay one response; False when the connection must close after it."""
+    def _relay_response(upstream: _Reader, client: socket.socket, method: str,
+                        send_body: Callable[[bytes], None] | None = None) -> bool:
+        """Relay one response (its body through `send_body` when given); False when the
+        connection must close after it."""
         head = upstream.until(b"\r\n\r\n")
         status_line, fields = _headers(head)
         status = int(status_line.split(" ")[1])
@@ -317,5 +376,9 @@ class FaultProxy:
             body = _body(upstream, fields)
         else:
             body, keep = upstream.rest(), False
-        client.sendall(head + body)
+        if send_body is None:
+            client.sendall(head + body)
+        else:
+            client.sendall(head)
+            send_body(body)
         return keep

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -79,8 +80,9 @@ def stable(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def test_once_matches_golden_and_passes_promtool(model_dir: Path, tmp_path: Path) -> None:
+    # The copied sample keeps its old mtimes: without `always` it is idle (no history).
     path = write_config(tmp_path, f"models:\n  - name: drfc1\n    directory: {model_dir}\n"
-                        "    prefix: drfc1\n")
+                        "    prefix: drfc1\n    history_max_age: always\n")
     done = run("--config", str(path), "--once")
     assert done.returncode == 0, done.stderr
     text = done.stdout.replace(str(model_dir), "/logs")  # the directory is the bucket label
@@ -101,26 +103,36 @@ def test_once_matches_golden_and_passes_promtool(model_dir: Path, tmp_path: Path
     assert golden_lint.returncode == 0, golden_lint.stdout
 
 
+Served = tuple[subprocess.Popen[str], int, Path, list[str]]
+
+
 @pytest.fixture
-def served(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+def served(model_dir: Path, tmp_path: Path) -> Iterator[Served]:
+    """A serving process, and its log lines as they come (read by a thread)."""
     port = free_port()
     path = write_config(tmp_path, f"listen: 127.0.0.1:{port}\nrefresh_interval: 200ms\n"
                         f"models:\n  - name: drfc1\n    directory: {model_dir}\n"
                         "    prefix: drfc1\n")
     proc = subprocess.Popen([sys.executable, "-m", "deepracer_exporter.cli", "--config",
                              str(path)], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),
+                              daemon=True)
+    reader.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             scrape(port, "/")
             break
         except OSError:
-            assert proc.poll() is None, proc.communicate()[1]
+            assert proc.poll() is None, "".join(lines)
             time.sleep(0.1)
-    yield proc, port, path
+    yield proc, port, path, lines
     if proc.poll() is None:
         proc.kill()
-    proc.communicate(timeout=10)
+    proc.wait(timeout=10)
+    reader.join(timeout=10)
 
 
 def wait_until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -130,9 +142,8 @@ def wait_until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped
         time.sleep(0.1)
 
 
-def test_serve_landing_page_gzip_reload_and_clean_exit(
-        served: tuple[subprocess.Popen[str], int, Path], model_dir: Path) -> None:
-    proc, port, path = served
+def test_serve_landing_page_gzip_reload_and_clean_exit(served: Served, model_dir: Path) -> None:
+    proc, port, path, lines = served
     assert 'href="/metrics"' in scrape(port, "/")
     got = parse(scrape(port))
     assert value(got, "deepracer_model_iteration", model="drfc1") == 27
@@ -146,18 +157,17 @@ def test_serve_landing_page_gzip_reload_and_clean_exit(
     good = path.read_text()
     path.write_text("listen: [not, valid\n")
     proc.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
+    wait_until(lambda: any("reload rejected, keeping the running configuration" in line
+                           for line in lines))
     assert proc.poll() is None
     assert pick(parse(scrape(port)), "deepracer_model_info", model="drfc1")
     # A valid one adds a model without a restart.
     path.write_text(good + f"  - name: again\n    directory: {model_dir}\n    prefix: drfc1\n")
     proc.send_signal(signal.SIGHUP)
     wait_until(lambda: bool(pick(parse(scrape(port)), "deepracer_model_info", model="again")))
+    wait_until(lambda: any("reloaded" in line for line in lines))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
-    err = proc.communicate()[1]
-    assert "reload rejected, keeping the running configuration" in err
-    assert "reloaded" in err
 
 
 def test_demo_runs_with_no_cloud_account() -> None:
