@@ -74,6 +74,7 @@ class StoreFactory:
 RESTART_KEYS: dict[str, Callable[[Config], object]] = {
     "listen": lambda c: (c.listen_host, c.listen_port),
     "s3": lambda c: c.s3,
+    "telegraf": lambda c: c.telegraf_listen,
 }
 
 

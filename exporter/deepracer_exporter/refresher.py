@@ -185,7 +185,8 @@ class Refresher:
         self._kick = threading.Event()
         self._closing: Future[Any] = Future()
         self.config = config
-        self.snapshot = Snapshot((), (), config.refresh_interval, config.rolling_window, clock())
+        self.snapshot = Snapshot((), (), config.refresh_interval, config.rolling_window, clock(),
+                                 iteration_stats=config.iteration_stats)
 
     def reconfigure(self, config: Config) -> None:
         """Use a new configuration now: the next cycle starts at once, applies the derivation
@@ -212,7 +213,7 @@ class Refresher:
     def _settings(self) -> DeriveSettings:
         c = self.config
         return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes,
-                              c.max_evaluation_runs)
+                              c.max_evaluation_runs, c.history_max_age)
 
     def _discover(self, entry: DiscoverConfig) -> tuple[list[str], bool]:
         location = (entry.bucket, entry.directory)
@@ -322,7 +323,8 @@ class Refresher:
         snap = Snapshot(tuple(self._published.get(n) or w.placeholder()
                               for n, w in watchers.items()),
                         tuple(discovery), self.config.refresh_interval,
-                        self.config.rolling_window, self._clock())
+                        self.config.rolling_window, self._clock(),
+                        iteration_stats=self.config.iteration_stats)
         self.snapshot = snap
         if self._on_snapshot is not None:
             self._on_snapshot(snap)
@@ -331,10 +333,10 @@ class Refresher:
     def _wait(self, timeout: float) -> None:
         """Until every running refresh has finished or is stuck past its deadline, at most
         `timeout`; `close` ends it at once."""
-        deadline = self._monotonic() + timeout
+        deadline = time.monotonic() + timeout
         while not self._closing.done():
             running = [(w, f) for w, f in self._inflight.values() if not f.done()]
-            left = deadline - self._monotonic()
+            left = deadline - time.monotonic()
             if not running or left <= 0 or all(w.overdue() for w, _ in running):
                 return
             due = [w.deadline_in() for w, _ in running]

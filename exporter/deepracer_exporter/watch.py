@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from . import append, extras
 from .append import Mark
 from .config import ModelConfig
 from .derive import Derived, RoundInput, derive
-from .parse import Columns, MetricsFileError, parse_records
+from .parse import Columns, MetricsFileError
 from .snapshot import Health, ModelExtras, ModelSnapshot
 from .sources import REASONS, Fetched, ObjectInfo, ObjectStore, SourceError
 from .throttle import LogLimiter
@@ -46,6 +47,7 @@ class DeriveSettings:
     top_laps: int = 10
     max_object_bytes: int = 256 * 1024**2
     max_evaluation_runs: int = 10
+    history_max_age: float = math.inf  # the global one; a model's own setting wins
 
     def derivation(self) -> tuple[int, int, int]:
         """The settings the derived numbers depend on: a change re-derives cached models."""
@@ -74,7 +76,8 @@ class LargeReads:
 
 class _Tracked:
     """The model's store as its watcher uses it: notes until when the current call may run
-    (`busy_until`, monotonic), from the store's `budget` for the object's listed size."""
+    (`busy_until`, monotonic): the store's `budget` for the object's listed size plus a quarter
+    (at least 1 s), so the store's own deadline ends a slow read before the watchdog acts."""
 
     def __init__(self, store: ObjectStore, monotonic: Callable[[], float]) -> None:
         self._store = store
@@ -85,8 +88,9 @@ class _Tracked:
 
     @contextlib.contextmanager
     def _call(self, what: str, size: int) -> Iterator[None]:
+        budget = self._store.budget(size)  # the store's own deadline ends the call first
         self.busy_with = what
-        self.busy_until = self._monotonic() + self._store.budget(size)
+        self.busy_until = self._monotonic() + budget + max(1.0, budget / 4)
         try:
             yield
         finally:
@@ -283,6 +287,8 @@ class ModelWatcher:
             derived=self._derived,
             last_update=self._last_update,
             extras=self._extras,
+            history_max_age=(self.model.history_max_age if self.model.history_max_age is not None
+                             else self._settings.history_max_age),
             health=Health(
                 success=error is None,
                 duration_seconds=duration,
@@ -445,10 +451,9 @@ class ModelWatcher:
         body = got.body or b""
         self._bytes += len(body)
         try:
-            records, mark = append.decode(body)
+            columns, mark = append.decode(body)
         except MetricsFileError as exc:
             raise MetricsFileError(exc.reason, f"{self._store.describe(key)}: {exc}") from None
-        columns = parse_records(records)
         if (cached is not None and len(columns) and len(cached.columns)
                 and int(columns.episode.max()) < int(cached.columns.episode.max())):
             log.info("model %s: %s went back to episode %d (training restarted on this "
@@ -473,6 +478,6 @@ class ModelWatcher:
         if found is None:
             return None
         self._tail += 1
-        records, new_mark = found
-        return _Cached(got.etag, got.last_modified, append.concat(cached.columns, records),
+        new, new_mark = found
+        return _Cached(got.etag, got.last_modified, append.concat(cached.columns, new),
                        new_mark, cached.tails + 1, cached.verified)
