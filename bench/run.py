@@ -46,7 +46,6 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from deepracer_exporter import parse  # noqa: E402
 from deepracer_exporter import render as render_module  # noqa: E402
-from deepracer_exporter import server as server_module  # noqa: E402
 from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client  # noqa: E402
 from deepracer_exporter.config import S3Settings, parse_config  # noqa: E402
 from deepracer_exporter.derive import RoundInput, derive  # noqa: E402
@@ -154,10 +153,8 @@ def bench_ingest(plan: Plan, tmp: Path) -> tuple[str, dict[str, Any]]:
             t[n, "utils"].append(dt)
             training = sum(1 for s in derived.iterations if s.phase == "training")
             sanity[n] = (training, len(summaries[0]))
-            dt, records = timed(lambda n=n: parse.decode_document(bodies[n]))
+            dt, (cols, _) = timed(lambda n=n: parse.read_metrics(bodies[n]))
             t[n, "decode"].append(dt)
-            dt, cols = timed(lambda records=records: parse.parse_records(records))
-            t[n, "columns"].append(dt)
             rnd = [RoundInput({0: cols}, specs[n].episodes_between_training,
                               specs[n].max_episodes)]
             t[n, "derive"].append(timed(lambda rnd=rnd: derive(rnd))[0])
@@ -172,22 +169,20 @@ def bench_ingest(plan: Plan, tmp: Path) -> tuple[str, dict[str, Any]]:
         growth = "" if prev is None else f"x{o / prev[0]:.1f} / x{u / prev[1]:.1f}"
         prev = (o, u)
         row: list[Any] = [n, len(bodies[n]) / 1e6, o, u, u / o, 1e3 * o / n, growth,
-                          median_ms(t[n, "decode"]), median_ms(t[n, "columns"]),
+                          median_ms(t[n, "decode"]),
                           median_ms(t[n, "derive"]), median_ms(t[n, "derive_all"])]
-        for name in ("orjson", "msgspec"):
-            row.append(median_ms(t[n, name]) if name in candidates else "n/a")
+        row.append(median_ms(t[n, "orjson"]) if "orjson" in candidates else "n/a")
         rows.append(row)
         out["sizes"][str(n)] = {
             "bytes": len(bodies[n]), "ours_ms": o, "utils_ms": u, "ratio": u / o,
-            "decode_ms": row[7], "columns_ms": row[8], "derive_ms": row[9],
-            "derive_all_ms": row[10],
+            "decode_ms": row[7], "derive_ms": row[8], "derive_all_ms": row[9],
             "candidates_ms": {k: median_ms(t[n, k]) for k in candidates},
             "training_rows_exported": sanity[n][0], "utils_summary_rows": sanity[n][1],
         }
     text = table(["episodes", "file MB", "exporter ms", "deepracer-utils ms", "ratio",
-                  "exporter µs/episode", "growth (exporter / utils)", "decode ms",
-                  "columns ms", "derive ms", "derive ms (no cap)", "with orjson ms",
-                  "with msgspec ms"], rows)
+                  "exporter µs/episode", "growth (exporter / utils)",
+                  "decode + columns ms", "derive ms", "derive ms (no cap)",
+                  "with orjson instead of msgspec ms"], rows)
     return text, out
 
 
@@ -384,8 +379,7 @@ def bench_scrape(plan: Plan, tmp: Path) -> tuple[str, dict[str, Any]]:
         (root / hyperparameters_key(prefix)).write_bytes(TrainingSimulator(spec).hyperparameters())
     render_rows: list[list[Any]] = []
     scrape_rows: list[list[Any]] = []
-    nodelay = bool(server_module._Handler.disable_nagle_algorithm)
-    out: dict[str, Any] = {"nodelay": nodelay, "render": {}, "runs": {}}
+    out: dict[str, Any] = {"render": {}, "runs": {}}
     for count in plan.scrape_models:
         models = "".join(f"  - {{name: model-{i:03d}, directory: {root}, prefix: model-{i:03d}}}\n"
                          for i in range(count))
@@ -438,10 +432,8 @@ def bench_scrape(plan: Plan, tmp: Path) -> tuple[str, dict[str, Any]]:
              f"{plan.scrape_iterations} iterations (all exported). Render times are medians "
              f"of {plan.render_reps} interleaved repetitions. Scraped with "
              f"{plan.scrape_threads} keep-alive threads for {plan.scrape_seconds:g} s. "
-             f"TCP_NODELAY is {'on' if nodelay else 'OFF'} for /metrics responses "
-             f"(`server._Handler.disable_nagle_algorithm`, the default since commit 412f3c0; "
-             f"the earlier run measured it as a prototype: p50 44 -> 0.4 ms for a small body, "
-             f"1.20 -> 0.77 ms for 1 model at full size).")
+             f"The server sets TCP_NODELAY on every connection (measured as a prototype in the "
+             f"first run: p50 44 -> 0.4 ms for a small body).")
     return text, out
 
 
