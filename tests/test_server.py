@@ -318,3 +318,22 @@ def test_live_collectors_are_read_per_scrape_and_the_rest_stays_cached(serve: An
         assert ("deepracer_exporter_models", frozenset()) in samples
     assert seen == sorted(seen) and len(set(seen)) == 3  # a new value every scrape
     assert exposition.rendered is rendered  # the snapshot's parts were not rendered again
+
+
+# --- issue 16: gzip only what is served gzipped ------------------------------------------------
+
+def test_gzip_is_made_only_once_a_scraper_asks_for_it(serve: Any) -> None:
+    exposition = _exposition()
+    port = port_of(serve(exposition=exposition))
+    resp, _ = get(port)
+    assert resp.getheader("Content-Encoding") is None
+    assert not exposition.rendered.gzip_ready  # plain scrapes (and --once) compress nothing
+    exposition.update(Snapshot((), (), 15.0, 5, 1.0))
+    assert not exposition.rendered.gzip_ready
+    resp, body = get(port, headers={"Accept-Encoding": "gzip"})
+    assert resp.getheader("Content-Encoding") == "gzip"
+    assert gzip.decompress(body) == get(port)[1]
+    # From then on the refresh compresses each new body itself, before any scrape asks.
+    exposition.update(Snapshot((), (), 15.0, 5, 2.0))
+    assert exposition.rendered.gzip_ready
+    assert gzip.decompress(exposition.rendered.gzipped) == exposition.rendered.plain

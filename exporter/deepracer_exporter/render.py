@@ -1,7 +1,8 @@
 """The per-iteration families, rendered once per derived result and reused until it changes.
 
 They are nearly all of the series, and a model's derived result only changes when its files do,
-so each model's lines (and their gzip member) are kept with the `Derived` object they came from:
+so each model's lines (and, once a scraper asks for gzip, their gzip member) are kept with the
+`Derived` object they came from:
 a refresh where nothing changed renders nothing, and one changed model costs only its own lines.
 Gzip members may be concatenated into one valid stream (RFC 1952), which is how the compressed
 body is assembled without compressing it again. The small families (model state, health) still
@@ -16,6 +17,7 @@ the catalogue (`catalogue.ITERATION_FAMILIES`, `Snapshot.iteration_stats`).
 from __future__ import annotations
 
 import gzip
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,13 +102,42 @@ def model_lines(model: str, derived: Derived,
     return blocks
 
 
-@dataclass(frozen=True)
 class _Chunks:
-    derived: Derived
-    stats: IterationStatSelection
-    exported: bool  # False: the model is idle, its history is not exported
+    """One model's rendered lines per family, and their gzip members made on first demand."""
+
+    def __init__(self, derived: Derived, stats: IterationStatSelection, exported: bool,
+                 plain: tuple[bytes, ...]) -> None:
+        self.derived = derived
+        self.stats = stats
+        self.exported = exported  # False: the model is idle, its history is not exported
+        self.plain = plain
+        self._gzipped: tuple[bytes, ...] | None = None
+        self._lock = threading.Lock()
+
+    def gzipped(self) -> tuple[bytes, ...]:
+        with self._lock:
+            if self._gzipped is None:
+                self._gzipped = tuple(gzip.compress(p, _GZIP_LEVEL) if p else b""
+                                      for p in self.plain)
+            return self._gzipped
+
+
+@dataclass(frozen=True)
+class RenderedFamilies:
+    """The per-iteration part of one exposition: plain text parts now, gzip parts on demand
+    (`--once` and scrapers that do not ask for gzip never pay for compressing)."""
+
     plain: tuple[bytes, ...]
-    gzipped: tuple[bytes, ...]
+    heads: tuple[bytes, ...]  # per family, followed by its models' chunks
+    chunks: tuple[_Chunks, ...]
+
+    def gzipped(self) -> tuple[bytes, ...]:
+        members = [c.gzipped() for c in self.chunks]
+        out: list[bytes] = []
+        for i, head in enumerate(self.heads):
+            out.append(gzip.compress(head, _GZIP_LEVEL))
+            out.extend(m[i] for m in members if m[i])
+        return tuple(out)
 
 
 class IterationRenderer:
@@ -125,26 +156,22 @@ class IterationRenderer:
             return cached
         plain = (tuple(model_lines(m.name, m.derived, snapshot.iteration_stats)) if exported
                  else (b"",) * len(ITERATION_FAMILIES))
-        chunks = _Chunks(m.derived, snapshot.iteration_stats, exported, plain,
-                         tuple(gzip.compress(p, _GZIP_LEVEL) if p else b"" for p in plain))
+        chunks = _Chunks(m.derived, snapshot.iteration_stats, exported, plain)
         self._cache[m.name] = chunks
         return chunks
 
-    def render(self, snapshot: Snapshot) -> tuple[list[bytes], list[bytes]]:
-        """(plain, gzip) parts of every per-iteration family for the snapshot's models; the
-        parts are the cached chunks themselves, not copies."""
+    def render(self, snapshot: Snapshot) -> RenderedFamilies:
+        """Every per-iteration family for the snapshot's models; the parts are the cached
+        chunks themselves, not copies."""
         current = {m.name: self._chunks(m, snapshot) for m in snapshot.models
                    if m.derived is not None}
         self._cache = current  # models that vanished are forgotten
         plain: list[bytes] = []
-        gz: list[bytes] = []
+        heads: list[bytes] = []
         for i, family in enumerate(ITERATION_FAMILIES):
             head = (f"# HELP {family.name} {family.help_text(snapshot)}\n"
                     f"# TYPE {family.name} {family.type}\n").encode()
+            heads.append(head)
             plain.append(head)
-            gz.append(gzip.compress(head, _GZIP_LEVEL))
-            for chunks in current.values():
-                if chunks.plain[i]:
-                    plain.append(chunks.plain[i])
-                    gz.append(chunks.gzipped[i])
-        return plain, gz
+            plain.extend(c.plain[i] for c in current.values() if c.plain[i])
+        return RenderedFamilies(tuple(plain), tuple(heads), tuple(current.values()))

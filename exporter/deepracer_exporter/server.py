@@ -26,6 +26,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -49,13 +50,29 @@ _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: clos
 _ALLOW = "GET, HEAD"
 
 
-@dataclass(frozen=True)
 class Rendered:
     """A body as parts, served with one writelines: the models' cached chunks are not copied
-    into one large string (with 100 models x 500 iterations that string is 300 MB)."""
+    into one large string (with 100 models x 500 iterations that string is 300 MB). The gzip
+    parts (concatenated gzip members: one valid stream, RFC 1952) are made when first asked for."""
 
-    plain_parts: tuple[bytes, ...]
-    gzip_parts: tuple[bytes, ...]  # concatenated gzip members: one valid stream (RFC 1952)
+    def __init__(self, plain_parts: tuple[bytes, ...],
+                 make_gzip: Callable[[], tuple[bytes, ...]]) -> None:
+        self.plain_parts = plain_parts
+        self._make_gzip = make_gzip
+        self._gzip: tuple[bytes, ...] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def gzip_ready(self) -> bool:
+        """Whether the gzip parts have been made (a body nobody asked gzip for never is)."""
+        return self._gzip is not None
+
+    @property
+    def gzip_parts(self) -> tuple[bytes, ...]:
+        with self._lock:
+            if self._gzip is None:
+                self._gzip = self._make_gzip()
+            return self._gzip
 
     @property
     def plain(self) -> bytes:
@@ -81,7 +98,8 @@ class Exposition:
         self.live = live
         self._lock = threading.Lock()
         self.iterations = IterationRenderer()
-        self.rendered = Rendered((), (gzip.compress(b""),))
+        self.rendered = Rendered((), lambda: (gzip.compress(b""),))
+        self._gzip_wanted = False  # set by the first gzip request; then compressed eagerly
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -96,12 +114,17 @@ class Exposition:
         with self._lock:  # one render at a time; readers use the previous bytes meanwhile
             self._snapshot = snapshot
             body = generate_latest(self.registry)
-            plain, gzipped = self.iterations.render(snapshot)
-            self.rendered = Rendered((body, *plain), (gzip.compress(body, 6), *gzipped))
+            families = self.iterations.render(snapshot)
+            rendered = Rendered((body, *families.plain),
+                                lambda: (gzip.compress(body, 6), *families.gzipped()))
+            if self._gzip_wanted:  # compress here, in the refresh thread, not in a scrape
+                rendered.gzip_parts  # noqa: B018
+            self.rendered = rendered
 
     def body(self, gzipped: bool) -> tuple[bytes, ...]:
         """The parts of one response: the live collectors, read now, then the cached parts."""
         rendered = self.rendered
+        self._gzip_wanted = self._gzip_wanted or gzipped
         if self.live is None:
             return rendered.gzip_parts if gzipped else rendered.plain_parts
         live = generate_latest(self.live)
