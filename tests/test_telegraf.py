@@ -5,13 +5,18 @@ deepracer-simapp's s3_metrics.py), received by the exporter's listener."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 from telegraf.client import TelegrafClient
 
+from deepracer_exporter.app import Exporter
+from deepracer_exporter.simulate import TrainingSpec, generate_files
 from deepracer_exporter.telegraf_listener import (
     MAX_LINE_BYTES,
     LineError,
@@ -19,6 +24,8 @@ from deepracer_exporter.telegraf_listener import (
     UdpListener,
     parse_line,
 )
+from helpers import config_from, exporter_for, refresh, s3_yaml, scrape, value
+from promserver import PromServer
 
 
 class Iterations:
@@ -170,3 +177,95 @@ def test_parse_line_reads_pytelegraf_output() -> None:
     assert line.tags == {"model": "a b", "status": "Lap complete", "worker": "0"}
     assert line.fields == {"elapsed_time": 9000.0, "progress": 100.0, "reset_count": 0.0,
                            "note": 'x "y"'}
+
+
+# --- through the exporter: /metrics and a real Prometheus ----------------------------------------
+
+PREFIX = "rl-deepracer-sagemaker"
+
+
+@pytest.fixture
+def pushed_exporter(s3: Any, bucket: str, s3_endpoint: str) -> Iterator[Exporter]:
+    spec = TrainingSpec(episodes_between_training=10, seed=3)
+    for key, body in generate_files(spec, 60, prefix=PREFIX).items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    config = config_from(s3_yaml(s3_endpoint) + 'listen: "127.0.0.1:0"\nrefresh_interval: 1h\n'
+                         'telegraf:\n  listen: "127.0.0.1:0"\n'
+                         f"models:\n  - name: drfc\n    bucket: {bucket}\n    prefix: {PREFIX}\n")
+    exporter = exporter_for(config)
+    exporter.start()
+    yield exporter
+    exporter.stop()
+
+
+def test_pushed_policy_metrics_reach_metrics_and_prometheus(pushed_exporter: Exporter) -> None:
+    exporter = pushed_exporter
+    assert exporter.push is not None
+    latest = int(value(refresh(exporter), "deepracer_model_iteration", model="drfc"))
+    client = TelegrafClient(host="127.0.0.1", port=exporter.push.port)
+    for epoch, entropy in enumerate([1.2, 1.1, 1.0]):
+        trainer_epoch(client, PREFIX, epoch, entropy, 0.01 * (epoch + 1), -0.05)
+    trainer_epoch(client, "someone-else", 0, 0.5, 0.1, 0.1)
+    simulator_episode(client, PREFIX, "Off track")
+    wait_for(exporter.push.receiver, 5)
+    got = refresh(exporter)
+    assert value(got, "deepracer_policy_entropy", model="drfc") == pytest.approx(1.0, abs=1e-6)
+    assert value(got, "deepracer_policy_kl_divergence", model="drfc") == pytest.approx(0.03,
+                                                                                      abs=1e-7)
+    assert value(got, "deepracer_policy_surrogate_loss", model="drfc") == pytest.approx(-0.05,
+                                                                                       abs=1e-7)
+    assert value(got, "deepracer_policy_epochs_total", model="drfc") == 3
+    assert value(got, "deepracer_push_episodes_total", model="drfc") == 1
+    mean = np.mean(np.float32([1.2, 1.1, 1.0]))
+    assert value(got, "deepracer_iteration_policy_entropy", model="drfc",
+                 iteration=latest) == pytest.approx(mean, abs=1e-6)
+    assert value(got, "deepracer_exporter_push_unmatched_models") == 1
+    assert value(got, "deepracer_exporter_push_lines_total", result="policy") == 4
+    with PromServer(f"127.0.0.1:{exporter.port}") as prom:
+        prom.wait_for(lambda: prom.query('deepracer_policy_entropy{model="drfc"}'))
+        assert prom.query_value('deepracer_policy_entropy{model="drfc"}') == pytest.approx(
+            1.0, abs=1e-6)
+        assert prom.query_value(
+            f'deepracer_iteration_policy_entropy{{model="drfc",iteration="{latest}"}}'
+        ) == pytest.approx(mean, abs=1e-6)
+
+
+FLOOD = """
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+line = b"dr_sagemaker_epochs,model=flood entropy=1,epoch=0i,kl_divergence=1,surrogate_loss=1"
+junk = b"\\xff" * 1400
+end = time.monotonic() + seconds
+sent = 0
+while time.monotonic() < end:
+    for datagram in (line, junk, b"x" * 5000):
+        try:
+            sock.sendto(datagram, ("127.0.0.1", port))
+            sent += 1
+        except OSError:
+            pass
+print(sent)
+"""
+
+
+def test_a_flood_of_datagrams_does_not_break_metrics(pushed_exporter: Exporter) -> None:
+    exporter = pushed_exporter
+    assert exporter.push is not None
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(exporter.push.port), "4"],
+                             stdout=subprocess.PIPE, text=True)
+    scrapes = errors = 0
+    while flood.poll() is None:
+        try:
+            body = scrape(exporter.port)
+            assert "deepracer_model_info{" in body
+            scrapes += 1
+        except OSError:
+            errors += 1
+    sent = int(flood.communicate()[0])
+    lines = exporter.push.receiver.state().lines
+    assert errors == 0 and scrapes > 0
+    assert sent > 0 and sum(lines.values()) > 0
+    assert lines["malformed"] > 0 and lines["too_long"] > 0  # the junk, dropped and counted
+    assert lines["policy"] > 0
+    assert set(exporter.push.receiver.state().models) == {"flood"}  # nothing else was made

@@ -17,6 +17,7 @@ from .refresher import Refresher
 from .server import Exposition, MetricsServer
 from .snapshot import Snapshot
 from .sources import DirectoryStore, ObjectStore, S3Store
+from .telegraf_listener import PushReceiver, UdpListener
 from .webconfig import WebConfig
 
 log = logging.getLogger("deepracer_exporter")
@@ -78,18 +79,39 @@ RESTART_KEYS: dict[str, Callable[[Config], object]] = {
 }
 
 
+def latest_iteration(snapshot: Snapshot, prefix: str) -> int | None:
+    """The latest training iteration of the watched model whose latest round is `prefix` (what
+    DRfC's containers tag their pushed lines with), None when no model matches yet."""
+    for m in snapshot.models:
+        if m.prefix == prefix and m.derived is not None and m.derived.latest_iteration >= 0:
+            return m.derived.latest_iteration
+    return None
+
+
 class Exporter:
-    """The running service: background refresher plus HTTP server, started and stopped as one."""
+    """The running service: background refresher plus HTTP server (and, when configured, the
+    metrics-push listener), started and stopped as one.
+
+    `registry` holds collectors read at every scrape (process and platform metrics); the
+    snapshot's families are rendered once per refresh."""
 
     def __init__(self, config: Config, stores: Callable[[ModelConfig | DiscoverConfig],
                                                           ObjectStore],
                  registry: CollectorRegistry | None = None,
                  clock: Callable[[], float] = time.time, web: WebConfig | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.exposition = Exposition(registry)
+        self.exposition = Exposition(CollectorRegistry(), live=registry)
         self._web = web
+        self._monotonic = monotonic
+        self.push: UdpListener | None = None  # bound by start(serve=True), not by --once
+        self._receiver: PushReceiver | None = None
+        if config.telegraf_listen is not None:
+            self._receiver = PushReceiver(
+                lambda prefix: latest_iteration(self.snapshot, prefix), clock,
+                max_iterations=config.max_iterations)
         self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update,
-                                   monotonic=monotonic)
+                                   monotonic=monotonic,
+                                   push=self._receiver.state if self._receiver else None)
         self.server: MetricsServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -106,6 +128,10 @@ class Exporter:
     def start(self, serve: bool = True) -> None:
         """First refresh in the foreground (so the first scrape has data), then background."""
         config = self.refresher.config
+        if serve and self._receiver is not None and config.telegraf_listen is not None:
+            host, port = config.telegraf_listen
+            self.push = UdpListener(host, port, self._receiver, monotonic=self._monotonic)
+            self.push.start()
         self.refresher.refresh_once()
         if serve:
             self.server = MetricsServer(config.listen_host, config.listen_port, self.exposition,
@@ -135,6 +161,8 @@ class Exporter:
         """Stops serving and refreshing now: a refresh stuck in a read is not waited for."""
         self._stop.set()
         self.refresher.close()
+        if self.push is not None:
+            self.push.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

@@ -24,6 +24,7 @@ from .config import Config, DiscoverConfig, ModelConfig, ShardConfig
 from .extras import select_training_keys
 from .snapshot import ModelSnapshot, Snapshot
 from .sources import ObjectStore, SourceError
+from .telegraf_listener import PushState
 from .throttle import LogLimiter
 from .watch import DeriveSettings, LargeReads, ModelWatcher
 
@@ -170,8 +171,10 @@ class Refresher:
                  clock: Callable[[], float] = time.time,
                  on_snapshot: Callable[[Snapshot], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 large_reads: LargeReads | None = None) -> None:
+                 large_reads: LargeReads | None = None,
+                 push: Callable[[], PushState] | None = None) -> None:
         self._make_store = make_store
+        self._push = push
         self._clock = clock
         self._monotonic = monotonic
         self._on_snapshot = on_snapshot
@@ -324,7 +327,8 @@ class Refresher:
                               for n, w in watchers.items()),
                         tuple(discovery), self.config.refresh_interval,
                         self.config.rolling_window, self._clock(),
-                        iteration_stats=self.config.iteration_stats)
+                        iteration_stats=self.config.iteration_stats,
+                        push=self._push() if self._push is not None else None)
         self.snapshot = snap
         if self._on_snapshot is not None:
             self._on_snapshot(snap)
