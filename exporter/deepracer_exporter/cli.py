@@ -65,7 +65,7 @@ def _describe(config: Config, path: str) -> str:
              f"  listen {config.listen_host}:{config.listen_port}, refresh every "
              f"{config.refresh_interval:g}s"]
     if config.s3.endpoint_url or config.s3.profile:
-        lines.append(f"  s3 endpoint {config.s3.endpoint_url or 'AWS'}"
+        lines.append(f"  s3 endpoint {config.s3.endpoint_display}"
                      f"{', profile ' + config.s3.profile if config.s3.profile else ''}")
     for m in config.models:
         where = f"s3://{m.bucket}" if m.bucket else m.directory
