@@ -50,6 +50,7 @@ from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client  # noq
 from deepracer_exporter.config import S3Settings, parse_config  # noqa: E402
 from deepracer_exporter.derive import RoundInput, derive  # noqa: E402
 from deepracer_exporter.refresher import Refresher  # noqa: E402
+from deepracer_exporter.s3store import S3Store  # noqa: E402
 from deepracer_exporter.server import Exposition  # noqa: E402
 from deepracer_exporter.simulate import (  # noqa: E402
     TrainingSimulator,
@@ -59,7 +60,6 @@ from deepracer_exporter.simulate import (  # noqa: E402
     key_for,
 )
 from deepracer_exporter.snapshot import Snapshot  # noqa: E402
-from deepracer_exporter.sources import S3Store  # noqa: E402
 from deepracer_exporter.watch import DeriveSettings, ModelWatcher  # noqa: E402
 
 

@@ -207,3 +207,33 @@ def test_invalid_web_config_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "basic_auth_users.alice" in done.stderr
     assert "plain-text-password-42" not in done.stderr
+
+
+LOADED = """
+import sys
+from deepracer_exporter.cli import main
+code = main(sys.argv[1:])
+print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in
+                      ("botocore", "boto3", "numpy", "http") or m.startswith("deepracer_"))))
+sys.exit(code)
+"""
+
+
+def loaded_modules(*args: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.strip().splitlines()[-1].split(","))
+
+
+def test_each_command_imports_only_what_it_needs(model_dir: Path, tmp_path: Path) -> None:
+    """Start-up (issue 16): --check-config loads neither the pipeline nor the server, and a
+    directory-only --once never loads botocore (or boto3)."""
+    path = write_config(tmp_path, f"models:\n  - name: drfc1\n    directory: {model_dir}\n"
+                        "    prefix: drfc1\n")
+    checked = loaded_modules("--config", str(path), "--check-config")
+    assert not {"numpy", "botocore", "deepracer_exporter.server",
+                "deepracer_exporter.refresher"} & checked
+    once = loaded_modules("--config", str(path), "--once")
+    assert "deepracer_exporter.refresher" in once  # it did refresh
+    assert not {m for m in once if m.startswith(("botocore", "boto3"))}

@@ -8,47 +8,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from prometheus_client import CollectorRegistry
 
 from .config import Config, DiscoverConfig, ModelConfig, S3Settings
 from .refresher import Refresher
 from .server import Exposition, MetricsServer
 from .snapshot import Snapshot
-from .sources import DirectoryStore, ObjectStore, S3Store
+from .sources import DirectoryStore, ObjectStore
 from .telegraf_listener import PushReceiver, UdpListener
 from .webconfig import WebConfig
 
 log = logging.getLogger("deepracer_exporter")
 
 
-def request_seconds(client: Any) -> float:
-    """The longest one request of this S3 client can take before its body: every attempt's
-    connect and read timeouts plus standard-mode backoff between them (2^i s, capped at 20)."""
-    config = client.meta.config
-    attempts = int((config.retries or {}).get("total_max_attempts", 3))
-    backoff = sum(min(20.0, 2.0**i) for i in range(1, attempts))
-    return (float(config.connect_timeout) + float(config.read_timeout)) * attempts + backoff
-
-
 def make_s3_client(s3: S3Settings) -> Any:
-    """A boto3 S3 client with bounded timeouts and retries (standard mode backs off)."""
-    session = boto3.session.Session(
-        profile_name=s3.profile,
-        aws_access_key_id=s3.access_key_id,
-        aws_secret_access_key=s3.secret_access_key,
-        aws_session_token=s3.session_token,
-    )
-    config = BotoConfig(
-        connect_timeout=s3.connect_timeout,
-        read_timeout=s3.read_timeout,
-        retries={"total_max_attempts": s3.max_attempts, "mode": "standard"},
-        s3={"addressing_style": "path"} if s3.endpoint_url else None,
-        max_pool_connections=32,
-    )
-    return session.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region or
-                          "us-east-1", config=config)
+    """An S3 client with bounded timeouts and retries. botocore is imported only here and in
+    s3store, on the first S3 model: a directory-only exporter starts without it."""
+    from .s3store import make_client
+
+    return make_client(s3)
 
 
 class StoreFactory:
@@ -63,6 +41,8 @@ class StoreFactory:
     def __call__(self, where: ModelConfig | DiscoverConfig) -> ObjectStore:
         if where.bucket is None:
             return DirectoryStore(where.directory or ".")
+        from .s3store import S3Store, request_seconds
+
         with self._lock:
             if self._client is None:
                 self._client = self._s3_client()

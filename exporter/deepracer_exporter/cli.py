@@ -8,20 +8,28 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
-
-from botocore.exceptions import BotoCoreError
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .app import Exporter, StoreFactory, make_s3_client
 from .config import Config, ConfigInvalid, S3Settings, load_config, parse_duration
+from .sources import ClientSetupError
 from .webconfig import WebConfig, WebConfigInvalid, load_web_config, ssl_context
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from .app import StoreFactory
+
+# Each command imports what it needs when it runs: --check-config loads neither the refresh
+# pipeline nor the server, and a directory-only config never loads botocore (start-up time,
+# measured with `python -X importtime`, docs/bench.md).
 
 log = logging.getLogger("deepracer_exporter")
 
 
 def _registry() -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
@@ -57,6 +65,8 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _stores(config: Config) -> StoreFactory:
+    from .app import StoreFactory, make_s3_client
+
     return StoreFactory(lambda: make_s3_client(config.s3))
 
 
@@ -76,6 +86,8 @@ def _describe(config: Config, path: str) -> str:
 
 
 def _serve(config: Config, path: str, web: WebConfig | None) -> int:
+    from .app import Exporter
+
     exporter = Exporter(config, _stores(config), registry=_registry(), web=web)
     try:
         exporter.start()
@@ -121,6 +133,10 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
 def _once(config: Config, timeout: float) -> int:
     """One refresh of every model, waited for up to `timeout`: a textfile-collector cron gets
     every model's data (or its failure) or a non-zero exit, never a partial file."""
+    from prometheus_client import CollectorRegistry
+
+    from .app import Exporter
+
     exporter = Exporter(config, _stores(config), registry=CollectorRegistry())
     exporter.refresher.refresh_once(timeout=timeout)
     missing = exporter.refresher.pending()
@@ -166,7 +182,7 @@ def _main_serve(argv: list[str]) -> int:
         if args.once:
             return _once(config, once_timeout)
         return _serve(config, args.config, web)
-    except BotoCoreError as exc:  # e.g. a profile that does not exist
+    except ClientSetupError as exc:  # e.g. a profile that does not exist
         print(f"{args.config}: s3: {exc}", file=sys.stderr)
         return 2
 
@@ -199,6 +215,8 @@ def _main_simulate(argv: list[str]) -> int:
         print(f"--interval: expected a duration like 0.5s, got {args.interval!r}",
               file=sys.stderr)
         return 2
+    from .app import make_s3_client
+
     client = make_s3_client(S3Settings(endpoint_url=args.endpoint_url, region=args.region))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

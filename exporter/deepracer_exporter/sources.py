@@ -1,4 +1,7 @@
-"""Object stores: S3 (or minio) through a boto3 client, and a local directory of the same layout.
+"""Object stores: what a model's logs are read from, and a local directory of the same layout.
+
+The S3 (or minio) store is in s3store.py, so an exporter that reads only directories never
+loads botocore.
 
 Both answer the two questions the refresher asks: which objects are under a prefix, and what is
 in one object unless it is unchanged since the ETag we hold (a conditional GET). Every failure
@@ -17,32 +20,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
-from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
-from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
+from typing import Protocol
 
 REASONS = ("not_found", "access_denied", "unreachable", "timeout", "server_error", "malformed",
            "too_large", "other")
-
-_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
-_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-           "InvalidToken", "AllAccessDisabled"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-              "ServiceUnavailable", "InternalError", "503", "500"}
 
 # A body must arrive at this mean rate at least (after the request's own time): 64 KiB/s is far
 # below any working link, and bounds a 256 MiB object to about 70 minutes.
 MIN_READ_RATE = 64 * 1024
 _CHUNK = 1024 * 1024
+
+
+class ClientSetupError(Exception):
+    """The S3 client cannot be made at all (e.g. a profile that does not exist)."""
 
 
 class SourceError(Exception):
@@ -83,44 +73,25 @@ class ObjectStore(Protocol):
     def get_range(self, key: str, start: int, etag: str) -> Fetched | None: ...
 
 
-def _client_error(exc: ClientError, what: str) -> SourceError:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if code in _NOT_FOUND or status == 404:
-        reason = "not_found"
-    elif code in _DENIED or status == 403:
-        reason = "access_denied"
-    elif code in _THROTTLED or (isinstance(status, int) and status >= 500):
-        reason = "server_error"
-    else:
-        reason = "other"
-    return SourceError(reason, f"{what}: {code or status} {err.get('Message', '')}".strip())
-
-
 def translate(exc: Exception, what: str) -> SourceError:
-    """Map a boto/botocore/OS failure to a SourceError with a bounded reason."""
+    """Map an OS-level failure (or any other) to a SourceError with a bounded reason; the S3
+    client's own exceptions are mapped by `s3store.translate_s3`, which falls back to this."""
     if isinstance(exc, SourceError):
         return exc
-    if isinstance(exc, ClientError):
-        return _client_error(exc, what)
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError
-                  | Urllib3ReadTimeoutError):
+    if isinstance(exc, TimeoutError):
         return SourceError("timeout", f"{what}: timed out ({exc})")
-    if isinstance(exc, EndpointConnectionError | ConnectionError | Urllib3ProtocolError):
+    if isinstance(exc, ConnectionError):
         return SourceError("unreachable", f"{what}: endpoint unreachable ({exc})")
-    if isinstance(exc, NoCredentialsError):
-        return SourceError("access_denied", f"{what}: no AWS credentials found")
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
         return SourceError("not_found", f"{what}: no such file or directory")
     if isinstance(exc, PermissionError):
         return SourceError("access_denied", f"{what}: permission denied")
-    if isinstance(exc, BotoCoreError | OSError):
+    if isinstance(exc, OSError):
         return SourceError("unreachable", f"{what}: {type(exc).__name__}: {exc}")
     return SourceError("other", f"{what}: {type(exc).__name__}: {exc}")
 
 
-def _read_body(read1: Callable[[int], bytes], size: int, limit: int, deadline: float,
+def read_body(read1: Callable[[int], bytes], size: int, limit: int, deadline: float,
                what: str, monotonic: Callable[[], float]) -> bytes:
     """Up to `limit` bytes into one buffer of the announced size, a chunk at a time (`read1`
     returns after one socket read), checking the overall deadline between chunks."""
@@ -142,116 +113,6 @@ def _read_body(read1: Callable[[int], bytes], size: int, limit: int, deadline: f
         got = end
     del buf[got:]
     return bytes(buf)  # the buffer is freed on return: the copy does not outlive this call
-
-
-class S3Store:
-    """One bucket through a boto3 S3 client (AWS S3, minio, or any S3-compatible endpoint).
-
-    `request_seconds` is what one request may take with its retries before its body starts
-    (from the client's connect/read timeouts and attempts)."""
-
-    def __init__(self, client: Any, bucket: str, request_seconds: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._client = client
-        self.bucket = bucket
-        self._request_seconds = request_seconds
-        self._monotonic = monotonic
-
-    def describe(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
-
-    def budget(self, size: int) -> float:
-        return self._request_seconds + size / MIN_READ_RATE
-
-    def _body(self, resp: dict[str, Any], started: float, limit: int, what: str) -> bytes:
-        body = resp["Body"]
-        size = int(resp.get("ContentLength", 0))
-        raw: Any = getattr(body, "_raw_stream", None)  # urllib3's: has read1, botocore's not
-        read1: Callable[[int], bytes] = body.read
-        if raw is not None and hasattr(raw, "read1"):
-            def read1(n: int) -> bytes:
-                return bytes(raw.read1(n, decode_content=False))
-        try:
-            data = _read_body(read1, size, limit, started + self.budget(size), what,
-                              self._monotonic)
-        except SourceError:
-            raise
-        except Exception as exc:
-            raise translate(exc, what) from None
-        finally:
-            body.close()
-        if size and len(data) != size:
-            raise SourceError("unreachable", f"{what}: connection closed after {len(data)} of "
-                              f"{size} bytes")
-        return data
-
-    def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        out: list[ObjectInfo] = []
-        try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix)
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    out.append(ObjectInfo(obj["Key"], str(obj.get("ETag", "")),
-                                          obj["LastModified"].timestamp(), int(obj["Size"])))
-        except Exception as exc:
-            raise translate(exc, f"listing {self.describe(prefix)}") from None
-        return out
-
-    def list_children(self, prefix: str) -> list[str]:
-        """Immediate 'folders' under prefix (with Delimiter), without listing their contents."""
-        out: list[str] = []
-        try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-            for page in pages:
-                out.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", []))
-        except Exception as exc:
-            raise translate(exc, f"listing {self.describe(prefix)}") from None
-        return out
-
-    def get(self, key: str, etag: str | None, max_bytes: int) -> Fetched:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if etag:
-            kwargs["IfNoneMatch"] = etag
-        started = self._monotonic()
-        try:
-            resp = self._client.get_object(**kwargs)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if etag and (code in ("304", "NotModified") or status == 304):
-                return Fetched(None, etag, 0.0, 0)
-            raise translate(exc, f"reading {self.describe(key)}") from None
-        except Exception as exc:
-            raise translate(exc, f"reading {self.describe(key)}") from None
-        size = int(resp.get("ContentLength", 0))
-        if size > max_bytes:
-            resp["Body"].close()
-            raise SourceError("too_large", f"{self.describe(key)}: {size} bytes is over the "
-                              f"max_object_bytes limit of {max_bytes}")
-        data = self._body(resp, started, max_bytes, f"reading {self.describe(key)}")
-        return Fetched(data, str(resp.get("ETag", "")), resp["LastModified"].timestamp(),
-                       len(data))
-
-    def get_range(self, key: str, start: int, etag: str) -> Fetched | None:
-        """Bytes from `start` to the end, only of the version with `etag` (None otherwise)."""
-        started = self._monotonic()
-        try:
-            resp = self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-",
-                                           IfMatch=etag)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status in (412, 416):  # replaced since it was listed, or shorter than `start`
-                return None
-            raise translate(exc, f"reading {self.describe(key)}") from None
-        except Exception as exc:
-            raise translate(exc, f"reading {self.describe(key)}") from None
-        data = self._body(resp, started, 1 << 62, f"reading {self.describe(key)}")
-        if resp.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
-            return None  # the endpoint ignored the range
-        return Fetched(data, str(resp.get("ETag", "")), resp["LastModified"].timestamp(),
-                       len(data))
 
 
 def _tag(st: os.stat_result) -> str:
@@ -323,7 +184,7 @@ class DirectoryStore:
     def _read(self, fd: int, size: int, limit: int, what: str) -> bytes:
         deadline = self._monotonic() + self.budget(size)
         with os.fdopen(fd, "rb", buffering=0) as fh:
-            return _read_body(fh.read, size, limit, deadline, what, self._monotonic)
+            return read_body(fh.read, size, limit, deadline, what, self._monotonic)
 
     def get(self, key: str, etag: str | None, max_bytes: int) -> Fetched:
         path = self.root / key
