@@ -438,8 +438,9 @@ def test_dockerfile_basics() -> None:
     assert users, "final stage runs as root"
     assert users[-1].split(":")[0] not in {"root", "0"}
     health = [a for k, a in final if k == "HEALTHCHECK"]
-    assert health and "127.0.0.1:9877/metrics" in health[-1] and "urllib" in health[-1]
-    assert ("EXPOSE", "9877") in final
+    # The cheap liveness endpoint, not a download of the whole exposition.
+    assert health and "127.0.0.1:9877/-/healthy" in health[-1] and "urllib" in health[-1]
+    assert ("EXPOSE", "9877 8092/udp") in final
     entry = [a for k, a in final if k == "ENTRYPOINT"]
     assert entry and entry[-1] == '["deepracer-exporter"]'
 

@@ -337,3 +337,11 @@ def test_gzip_is_made_only_once_a_scraper_asks_for_it(serve: Any) -> None:
     exposition.update(Snapshot((), (), 15.0, 5, 2.0))
     assert exposition.rendered.gzip_ready
     assert gzip.decompress(exposition.rendered.gzipped) == exposition.rendered.plain
+
+
+def test_healthy_answers_ok_without_the_exposition(serve: Any) -> None:
+    """`/-/healthy` (the image's healthcheck) answers without sending the exposition, whatever
+    its size."""
+    port = port_of(serve())
+    resp, body = get(port, path="/-/healthy")
+    assert resp.status == 200 and body == b"OK\n"

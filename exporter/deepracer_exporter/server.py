@@ -233,6 +233,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def do_GET(self) -> None:
+        if self.path == "/-/healthy":  # liveness for container healthchecks: no data, no auth
+            self._send(200, "text/plain; charset=utf-8", (b"OK\n",))
+            return
         auth = self.server.auth
         if auth is not None and not auth.check(self.headers.get("Authorization")):
             self._send(401, "text/plain; charset=utf-8", (b"unauthorized\n",),
