@@ -128,6 +128,8 @@ class Exposition:
         if self.live is None:
             return rendered.gzip_parts if gzipped else rendered.plain_parts
         live = generate_latest(self.live)
+        if not live:
+            return rendered.gzip_parts if gzipped else rendered.plain_parts
         if gzipped:
             return (gzip.compress(live, 1), *rendered.gzip_parts)
         return (live, *rendered.plain_parts)
