@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from . import __version__, extras
-from .config import DEFAULT_ITERATION_STATS
+from .config import DEFAULT_ITERATION_STATS, FULL_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import STATS, Derived, IterationStats
 from .parse import PHASES, STATUSES
-from .snapshot import ModelSnapshot, Snapshot
+from .simtrace import IterationSteps
+from .snapshot import ModelSnapshot, Simulator, SimulatorIteration, Snapshot
 from .telegraf_listener import RESULTS as PUSH_RESULTS
 from .telegraf_listener import PolicyState
 
@@ -42,6 +43,15 @@ SECTIONS = {
         "are exported. A trial counts\nas a completed lap when its completion is 100 % (in a "
         "continuous evaluation every lap but the last\nis written \"In progress\") or its "
         "status is \"Lap complete\".")),
+    "simulator": ("metrics", "Simulator health, from simtrace", (
+        "Only for models with simtrace files (`training-simtrace/<N>-iteration.csv` per worker, "
+        "console/DRoA\n`sim-trace/...`, `evaluation-<time>/evaluation-simtrace/`), each read "
+        "once. Per iteration: the latest\nround's latest `max_iterations` iterations, workers "
+        "merged, `iteration` numbered like the other\nper-iteration families; absent while "
+        "the model is idle (`history_max_age`). Step time is simulated\nseconds between "
+        "consecutive steps of an episode: the car acts 15 times per simulated second\n"
+        "(0.0667 s). Real-time factor and the training/policy split need simulators that write "
+        "`wall_clock`.")),
     "policy": ("metrics", "Policy training, from DRfC's metrics push (optional)", (
         "Only with `telegraf: {listen: ...}` and DRfC's `DR_TELEGRAF_HOST` pointing at the "
         "exporter (see\n\"Policy metrics from DRfC's push\" below); matched to a model by its "
@@ -175,6 +185,53 @@ def _iteration_entropy(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
     if state is None or not m.history_exported(s.created):
         return ()
     return [((str(iteration),), entropy) for iteration, entropy in state.iteration_entropy]
+
+
+def _simulator(fn: Callable[[Simulator], Iterable[Sample]]
+               ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """A value from the model's simtrace figures; none for a model without simtrace."""
+    return lambda _s, m: fn(m.extras.simulator) if m.extras.simulator is not None else ()
+
+
+def _latest_steps(fn: Callable[[SimulatorIteration, IterationSteps], float | None]
+                  ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """A figure of the latest iteration with step timing (current state: idle models too)."""
+    def values(sim: Simulator) -> list[Sample]:
+        it = sim.latest()
+        return [] if it is None or it.steps is None else _one(fn(it, it.steps))
+    return _simulator(values)
+
+
+def _simulator_iterations(fn: Callable[[Snapshot, SimulatorIteration], Iterable[Sample]]
+                          ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """Per-iteration simulator samples, labelled by iteration; none while the model is idle,
+    like the other per-iteration families."""
+    def values(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
+        sim = m.extras.simulator
+        if sim is None or not m.history_exported(s.created):
+            return ()
+        return [((str(it.iteration), *labels), v) for it in sim.iterations
+                for labels, v in fn(s, it)]
+    return values
+
+
+def _step_stats(steps: IterationSteps | None, full: bool) -> list[Sample]:
+    if steps is None:
+        return []
+    out: list[Sample] = [(("mean",), steps.mean), (("p95",), steps.p95)]
+    return [*out, (("max",), steps.max)] if full else out
+
+
+def _iteration_step_stats(s: Snapshot, it: SimulatorIteration) -> list[Sample]:
+    """mean and p95; max too with `iteration_stats: full` (every statistic of every family)."""
+    return _step_stats(it.steps, s.iteration_stats == FULL_ITERATION_STATS)
+
+
+def _simulator_runs(fn: Callable[[IterationSteps], Iterable[Sample]]
+                    ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """Samples of every exported evaluation run that has simtrace, labelled by run."""
+    return _simulator(lambda sim: [((run, *labels), v) for run, steps in sim.evaluation_runs
+                                   for labels, v in fn(steps)])
 
 
 def _requests(m: ModelSnapshot) -> list[Sample]:
@@ -409,6 +466,80 @@ FAMILIES: tuple[Family, ...] = (
         help="LastModified of model/deepracer_checkpoints.json, Unix seconds.",
         doc="LastModified of that file: when the trainer last saved a checkpoint",
         values=lambda _s, m: _checkpoints_updated(m)),
+    # -- simulator health (simtrace) -------------------------------------------------------
+    ModelFamily(
+        name="deepracer_iteration_step_seconds", type="gauge", section="simulator",
+        labels=("model", "iteration", "stat"), unit="seconds",
+        help="Simulated seconds between steps in the iteration, workers merged (stat mean, p95; "
+             "max with iteration_stats full).",
+        doc="simulated seconds between consecutive steps of an episode, all workers' files of "
+            "the iteration merged as deepracer-utils' OVERALL line: `mean` (weighted by steps), "
+            "`p95` (mean of the workers' p95), `max` only with `iteration_stats: full`; the "
+            "target is 0.0667 (15 steps per simulated second)",
+        values=_simulator_iterations(_iteration_step_stats)),
+    ModelFamily(
+        name="deepracer_iteration_real_time_factor", type="gauge", section="simulator",
+        labels=("model", "iteration"),
+        help="Simulated seconds per wall-clock second in the iteration (mean over workers).",
+        doc="simulated seconds per wall-clock second, mean of the workers'; 1 is real time, "
+            "under 1 the host cannot keep up (only where simtrace has `wall_clock`)",
+        values=_simulator_iterations(lambda _s, it: _one(
+            it.steps.real_time_factor if it.steps is not None else None))),
+    ModelFamily(
+        name="deepracer_iteration_training_seconds", type="gauge", section="simulator",
+        labels=("model", "iteration"), unit="seconds",
+        help="Wall-clock seconds worker 0 spent simulating the iteration's episodes.",
+        doc="wall-clock span of worker 0's rows of the iteration: the time spent simulating "
+            "(only with `wall_clock`)",
+        values=_simulator_iterations(lambda _s, it: _one(
+            it.timing.training_seconds if it.timing is not None else None))),
+    ModelFamily(
+        name="deepracer_iteration_policy_seconds", type="gauge", section="simulator",
+        labels=("model", "iteration"), unit="seconds",
+        help="Wall-clock seconds from the iteration's last step to the next iteration's first "
+             "(policy update and evaluation).",
+        doc="wall-clock gap from worker 0's last row of the iteration to its first row of the "
+            "next: the trainer updating the policy (and evaluating); absent for the latest "
+            "iteration and where the next iteration's file is missing. Training over policy "
+            "time is `deepracer_iteration_training_seconds / deepracer_iteration_policy_seconds`",
+        values=_simulator_iterations(lambda _s, it: _one(
+            it.timing.policy_seconds if it.timing is not None else None))),
+    ModelFamily(
+        name="deepracer_model_step_p95_seconds", type="gauge", section="simulator",
+        labels=MODEL, unit="seconds",
+        help="95th percentile of the step time in the latest iteration with simtrace.",
+        doc="`p95` step time of the latest iteration with simtrace (workers merged); over "
+            "0.090 means the simulator is too slow",
+        values=_latest_steps(lambda _it, st: st.p95)),
+    ModelFamily(
+        name="deepracer_model_step_mean_seconds", type="gauge", section="simulator",
+        labels=MODEL, unit="seconds",
+        help="Mean step time in the latest iteration with simtrace.",
+        doc="mean step time of that iteration; over 0.070 means performance problems",
+        values=_latest_steps(lambda _it, st: st.mean)),
+    ModelFamily(
+        name="deepracer_model_real_time_factor", type="gauge", section="simulator",
+        labels=MODEL, help="Real-time factor of the latest iteration with simtrace.",
+        doc="real-time factor of that iteration (only with `wall_clock`)",
+        values=_latest_steps(lambda _it, st: st.real_time_factor)),
+    ModelFamily(
+        name="deepracer_model_simtrace_iteration", type="gauge", section="simulator",
+        labels=MODEL, help="The iteration the model's current simulator figures come from.",
+        doc="the iteration those figures come from (numbered like `deepracer_model_iteration`, "
+            "so the difference shows how far simtrace lags)",
+        values=_latest_steps(lambda it, _st: it.iteration)),
+    ModelFamily(
+        name="deepracer_evaluation_step_seconds", type="gauge", section="simulator",
+        labels=(*RUN, "stat"), unit="seconds",
+        help="Simulated seconds between steps in the evaluation run (stat mean, p95, max).",
+        doc="step time of an exported evaluation run (same `run` as "
+            "`deepracer_evaluation_lap_seconds`): `mean`, `p95`, `max`",
+        values=_simulator_runs(lambda st: _step_stats(st, True))),
+    ModelFamily(
+        name="deepracer_evaluation_real_time_factor", type="gauge", section="simulator",
+        labels=RUN, help="Simulated seconds per wall-clock second in the evaluation run.",
+        doc="real-time factor of the run (only with `wall_clock`)",
+        values=_simulator_runs(lambda st: _one(st.real_time_factor))),
     # -- policy training (DRfC's metrics push) ----------------------------------------------
     ModelFamily(
         name="deepracer_policy_entropy", type="gauge", section="policy", labels=MODEL,
@@ -471,10 +602,11 @@ FAMILIES: tuple[Family, ...] = (
     ModelFamily(
         name="deepracer_exporter_object_requests_total", type="counter", section="health",
         labels=("model", "result"),
-        help="Metrics objects checked: downloaded, not_modified (conditional GET answered 304), "
-             "unchanged (listing ETag unchanged, no GET) or tail (grown object, only its new "
-             "records read).",
-        doc="metrics objects checked: `downloaded` (read in full), `tail` (grown: only the new "
+        help="Objects checked (metrics, side documents, simtrace): downloaded, not_modified "
+             "(conditional GET answered 304), unchanged (listing ETag unchanged, no GET) or tail "
+             "(grown object, only its new records read).",
+        doc="objects checked (metrics, evaluation and side documents, simtrace CSVs): "
+            "`downloaded` (read in full), `tail` (grown: only the new "
             "records read with a ranged GET), `not_modified` (conditional GET answered 304) or "
             "`unchanged` (the listing's ETag is the one held: no GET at all)",
         values=lambda _s, m: _requests(m)),

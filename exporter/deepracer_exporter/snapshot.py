@@ -9,6 +9,7 @@ from .config import DEFAULT_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import Derived
 from .extras import Checkpoints, EvaluationRun
+from .simtrace import IterationSteps, IterationTiming
 from .telegraf_listener import PolicyState, PushState
 
 
@@ -27,6 +28,28 @@ class Health:
 
 
 @dataclass(frozen=True)
+class SimulatorIteration:
+    """One training iteration's simulator figures from its simtrace files (workers merged)."""
+
+    iteration: int  # master iteration, as the other per-iteration families number it
+    steps: IterationSteps | None  # None when no file of the iteration has a step interval
+    timing: IterationTiming | None  # None without wall-clock data (worker 0)
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """What the model's simtrace files say; `ModelExtras.simulator` is None without any.
+    Evaluation runs are those exported (`ModelExtras.evaluation_runs`) that have simtrace."""
+
+    iterations: tuple[SimulatorIteration, ...]  # latest round, latest `max_iterations`, in order
+    evaluation_runs: tuple[tuple[str, IterationSteps], ...]  # (run id, its files merged)
+
+    def latest(self) -> SimulatorIteration | None:
+        """The latest iteration with step timing: what the current-state families show."""
+        return next((it for it in reversed(self.iterations) if it.steps is not None), None)
+
+
+@dataclass(frozen=True)
 class ModelExtras:
     """What sits beside the training metrics: evaluation runs, metadata, checkpoints."""
 
@@ -39,6 +62,7 @@ class ModelExtras:
     hyperparameter_info: tuple[tuple[str, str], ...] = ()
     checkpoints: Checkpoints | None = None
     checkpoints_updated: float | None = None  # LastModified of deepracer_checkpoints.json
+    simulator: Simulator | None = None  # None when the model has no simtrace file
 
 
 @dataclass(frozen=True)

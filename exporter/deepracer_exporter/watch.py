@@ -3,6 +3,10 @@
 A failed refresh never replaces the last good data: the model keeps serving it with
 `refresh_success` 0, the failure is counted by reason and logged in one line.
 
+Simtrace files (the simulator's per-iteration step log) are read beside the metrics: each
+object once per ETag (the simulator writes it once), reduced at once to a few numbers; a bad one
+is counted and logged like a side document and never fails the model's training data.
+
 A refresh that overruns its deadline (each store call's `budget`) is shown as failing with
 reason `timeout` by the refresher's watchdog (`overdue`, `timed_out`) even while its thread is
 still stuck in the call.
@@ -21,18 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from . import append, extras
+from . import append, extras, simtrace
 from .append import Mark
 from .config import ModelConfig
-from .derive import Derived, RoundInput, derive
+from .derive import Derived, RoundInput, _episodes_per_worker, derive
 from .parse import Columns, MetricsFileError
-from .snapshot import Health, ModelExtras, ModelSnapshot
+from .snapshot import Health, ModelExtras, ModelSnapshot, Simulator, SimulatorIteration
 from .sources import REASONS, Fetched, ObjectInfo, ObjectStore, SourceError
 from .throttle import LogLimiter
 
 log = logging.getLogger("deepracer_exporter")
 
 _SIDE_MAX_BYTES = 1024 * 1024
+# A simtrace row is about 150 bytes: 16 MiB is over 100,000 steps (two hours simulated at 15 Hz)
+# for one worker's iteration, far more than a simulator writes, and parsing that takes about
+# 125 MB beside the body. Below LargeReads' threshold, so it never waits for the large-read slot.
+SIMTRACE_MAX_BYTES = 16 * 1024**2
 # A tail read trusts that the bytes before the new records did not change. That is checked by a
 # full read: of the next growth after VERIFY_TAILS tail reads in a row, and at the first refresh
 # VERIFY_SECONDS after the last full read of an object tail-read since (changed or not).
@@ -147,6 +155,30 @@ class _Hyper:
     info: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class _Trace:
+    """One simtrace object as last listed: its figures are None until a read of it succeeded
+    (a failed read of a new ETag keeps the previous figures and is never tried again)."""
+
+    etag: str
+    key: simtrace.SimtraceKey
+    folder: str  # the folder listed to find it
+    steps: simtrace.WorkerSteps | None
+
+
+def _latest_round_offset(rounds: list[RoundInput]) -> int:
+    """What derive adds to the latest round's own iteration numbers to make master iterations
+    (a clone round's simulator counts from 0 again): one more than each earlier round's last."""
+    offset = 0
+    for rnd in rounds[:-1]:
+        per_worker, _ = _episodes_per_worker(rnd)
+        last = max((int(((cols.episode - 1) // per_worker[w]).max())
+                    for w, cols in rnd.workers.items() if len(cols) and per_worker[w] > 0),
+                   default=-1)
+        offset += last + 1
+    return offset
+
+
 def _whole(value: float | None, limit: float) -> int | None:
     return int(value) if value is not None and value == int(value) and 0 < value < limit else None
 
@@ -197,6 +229,9 @@ class ModelWatcher:
         self._objects: dict[str, _Cached] = {}
         self._side: dict[str, _Side] = {}
         self._runs: dict[str, tuple[str, extras.EvaluationRun]] = {}
+        self._traces: dict[str, _Trace] = {}
+        self._simulator: Simulator | None = None
+        self._simulator_basis: object = None  # what `_simulator` was computed from
         self._extras = ModelExtras()
         self._derived: Derived | None = None
         self._last_update: float | None = None
@@ -354,6 +389,7 @@ class ModelWatcher:
         self._objects = fresh
         self._runs = runs
         self._last_update = newest or self._last_update
+        self._read_simtrace(_latest_round_offset(rounds))
         self._extras = self._build_extras(self.model.rounds[-1], hyper)
 
     def _evaluation_runs(self, listing: dict[str, Any], metrics_prefix: str
@@ -396,7 +432,154 @@ class ModelWatcher:
             hyperparameter_info=hyper.info,
             checkpoints=checkpoints.value,
             checkpoints_updated=checkpoints.last_modified if checkpoints.value else None,
+            simulator=self._simulator,
         )
+
+    # -- simtrace ------------------------------------------------------------------------------
+
+    def _read_simtrace(self, offset: int) -> None:
+        """Find, read (new ETags only) and reduce the simtrace objects that are exported: the
+        latest round's training iterations (the latest `max_iterations`) and the exported
+        evaluation runs of every round.
+
+        Listing: the latest round's immediate folders (one delimiter LIST) and each of its
+        training folders (`training-simtrace/`, `<worker>/`, `sim-trace/`: one LIST each) every
+        refresh. An `evaluation-<time>/` folder, and an earlier round at all, is listed only
+        while an exported run's simtrace has not been found: each run writes one file, once."""
+        runs = extras.latest_runs((run for _, run in self._runs.values()),
+                                  self._settings.max_evaluation_runs)
+        exported = {run.run_id for run in runs}
+        missing = exported - {t.key.run for t in self._traces.values()
+                              if t.key.kind == simtrace.EVALUATION}
+        latest = self.model.rounds[-1]
+        found: dict[str, tuple[ObjectInfo, simtrace.SimtraceKey, str]] = {}
+        listed_folders: set[str] = set()
+        for prefix in self.model.rounds:
+            if prefix != latest and not any(
+                    run.run_id in missing and key.startswith(f"{prefix}/metrics/")
+                    for key, (_, run) in self._runs.items()):
+                continue
+            for folder in self._simtrace_folders(prefix, prefix == latest, missing):
+                try:
+                    objects = self._store.list_objects(folder)
+                except SourceError as exc:
+                    self._side_failure(folder, exc)
+                    continue
+                listed_folders.add(folder)
+                for obj in objects:
+                    key = simtrace.simtrace_key(obj.key, prefix)
+                    if key is not None and (key.kind == simtrace.EVALUATION or prefix == latest):
+                        found.setdefault(obj.key, (obj, key, folder))
+        # What was not listed now (its folder skipped, or its listing failed) stays as it was.
+        carried = {name: t for name, t in self._traces.items()
+                   if t.folder not in listed_folders and name not in found}
+        keys = {name: key for name, (_, key, _) in found.items()}
+        keys.update((name, t.key) for name, t in carried.items())
+        traces: dict[str, _Trace] = {}
+        for name in self._choose_simtrace(keys, latest, exported):
+            if name in carried:
+                traces[name] = carried[name]
+                continue
+            obj, key, folder = found[name]
+            cached = self._traces.get(name)
+            if cached is not None and cached.etag == obj.etag:
+                self._unchanged += 1
+                traces[name] = cached
+                continue
+            trace = self._read_trace(obj, key, folder, cached)
+            if trace is not None:
+                traces[name] = trace
+        self._traces = traces
+        basis = (offset, tuple((n, t.etag, t.steps is not None) for n, t in sorted(traces.items())))
+        if basis != self._simulator_basis:
+            self._simulator_basis = basis
+            self._simulator = self._simulator_figures(offset) if traces else None
+
+    def _simtrace_folders(self, prefix: str, latest: bool, missing: set[str]) -> list[str]:
+        """The folders of a round to list now (see `_read_simtrace`)."""
+        try:
+            children = self._store.list_children(f"{prefix}/")
+        except SourceError as exc:
+            self._side_failure(f"{prefix}/", exc)
+            return []
+        out = []
+        for folder in simtrace.simtrace_folders(children, prefix):
+            run = simtrace.simtrace_key(f"{folder}evaluation-simtrace/0-iteration.csv", prefix)
+            if run is not None:  # an evaluation-<time>/ folder of DRfC
+                if run.run in missing:
+                    out.append(folder)
+            elif latest or folder.endswith("/sim-trace/"):
+                out.append(folder)
+        return out
+
+    def _choose_simtrace(self, keys: dict[str, simtrace.SimtraceKey], latest: str,
+                         exported: set[str]) -> list[str]:
+        """The objects whose figures are exported: the exported evaluation runs, and the latest
+        `max_iterations` training iterations of one layout. Of several DeepRacer on AWS job
+        folders the latest (its name starts with the ISO time) is taken; where both a single
+        worker's `training-simtrace/` and numbered worker folders exist, the numbered ones (the
+        same prefix trained later with several workers)."""
+        out = [n for n, k in keys.items() if k.kind == simtrace.EVALUATION and k.run in exported]
+        training = {n: k for n, k in keys.items() if k.kind == simtrace.TRAINING}
+        if not training:
+            return out
+        job = max(k.run or "" for k in training.values())
+        training = {n: k for n, k in training.items() if (k.run or "") == job}
+        head = f"{latest}/"
+        numbered = {n: k for n, k in training.items() if n[len(head):].split("/", 1)[0].isdigit()}
+        training = numbered or training
+        iterations = sorted({k.iteration for k in training.values()})
+        window = set(iterations[-self._settings.max_iterations:])
+        out += [n for n, k in training.items() if k.iteration in window]
+        return out
+
+    def _read_trace(self, obj: ObjectInfo, key: simtrace.SimtraceKey, folder: str,
+                    cached: _Trace | None) -> _Trace | None:
+        """Read and reduce one new simtrace object. A bad one (malformed, too large) is counted
+        and logged once, keeps the previous figures and is not read again at this ETag; one
+        that could not be read (timeout, unreachable) is tried again next refresh."""
+        previous = cached.steps if cached is not None else None
+        bound = min(SIMTRACE_MAX_BYTES, self._settings.max_object_bytes)
+        try:
+            if obj.size > bound:
+                raise SourceError("too_large", f"{self._store.describe(obj.key)}: {obj.size} "
+                                  f"bytes is over the simtrace limit of {bound}")
+            got = self._store.get(obj.key, None, bound)
+            self._downloaded += 1
+            self._bytes += len(got.body or b"")
+            steps = simtrace.worker_steps(simtrace.parse_simtrace(got.body or b""))
+            return _Trace(got.etag, key, folder, steps)
+        except MetricsFileError as exc:
+            self._side_failure(obj.key, exc)
+            return _Trace(obj.etag, key, folder, previous)
+        except SourceError as exc:
+            if exc.reason == "not_found":  # deleted since the listing
+                return None
+            self._side_failure(obj.key, exc)
+            if exc.reason == "too_large":
+                return _Trace(obj.etag, key, folder, previous)
+            return cached
+
+    def _simulator_figures(self, offset: int) -> Simulator:
+        training: dict[int, dict[int, simtrace.WorkerSteps]] = {}
+        runs: dict[str, list[simtrace.WorkerSteps]] = {}
+        for t in self._traces.values():
+            if t.steps is None:
+                continue
+            if t.key.kind == simtrace.TRAINING:
+                training.setdefault(t.key.iteration, {})[t.key.worker] = t.steps
+            elif t.key.run is not None:
+                runs.setdefault(t.key.run, []).append(t.steps)
+        timings = {tm.iteration: tm for tm in simtrace.timing(
+            {it: ws[0] for it, ws in training.items() if 0 in ws})}
+        iterations = []
+        for it, workers in sorted(training.items()):
+            steps = simtrace.iteration_steps(it, workers.values())
+            if steps is not None or it in timings:
+                iterations.append(SimulatorIteration(offset + it, steps, timings.get(it)))
+        merged = ((run, simtrace.iteration_steps(0, ws)) for run, ws in sorted(runs.items()))
+        return Simulator(tuple(iterations),
+                         tuple((run, steps) for run, steps in merged if steps is not None))
 
     def _side_failure(self, key: str, exc: SourceError | MetricsFileError) -> None:
         """A side object (evaluation run, metadata, checkpoints) that cannot be read is counted
