@@ -623,6 +623,9 @@ def command() -> str:
     return env + shlex.join(argv)
 
 
+OTHERS = "<!-- whole-process benchmarks: kept when run.py rewrites this file -->"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for tests")
@@ -675,6 +678,10 @@ def main() -> int:
         "Times are medians of interleaved repetitions (wall clock unless marked CPU).",
     ]
     body = "\n".join(head) + "".join(f"\n\n## {t}\n\n{x}" for t, x in sections) + "\n"
+    # Sections of the separate whole-process benchmarks (prometheus_cost.py, once_vs_utils.py)
+    # follow this marker and are kept when this report is written again.
+    if args.out.exists() and OTHERS in (old := args.out.read_text(encoding="utf-8")):
+        body = body.rstrip("\n") + "\n\n" + old[old.index(OTHERS):]
     args.out.write_text(body, encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
