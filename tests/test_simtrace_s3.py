@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry
 
 from conftest import upload_dir
 from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client
+from deepracer_exporter.config import ModelConfig
+from deepracer_exporter.s3store import S3Store
 from deepracer_exporter.simtrace import (
     EVALUATION,
     TRAINING,
@@ -34,6 +36,7 @@ from deepracer_exporter.simtrace import (
     timing,
     worker_steps,
 )
+from deepracer_exporter.watch import DeriveSettings, ModelWatcher
 from helpers import Samples, config_from, exporter_for, pick, refresh, s3_yaml, value
 from test_simtrace import reference, write_wall_clock_model
 
@@ -398,3 +401,96 @@ def test_clone_round_numbers_iterations_like_the_metrics(s3: Any, bucket: str, s
     # evaluation runs of both rounds: the same run ids, so exported once each
     assert set(by_label(got, "deepracer_evaluation_step_seconds", "run", model="m",
                         stat="mean")) == set(expected_runs(files))
+
+
+# --- listing cost --------------------------------------------------------------------------
+
+
+class CountingStore:
+    """The real S3 store, with the listings made through it counted by kind and prefix."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lists: list[tuple[str, str]] = []
+
+    def describe(self, key: str) -> str:
+        return str(self.inner.describe(key))
+
+    def budget(self, size: int) -> float:
+        return float(self.inner.budget(size))
+
+    def list_objects(self, prefix: str) -> Any:
+        self.lists.append(("objects", prefix))
+        return self.inner.list_objects(prefix)
+
+    def list_children(self, prefix: str) -> Any:
+        self.lists.append(("children", prefix))
+        return self.inner.list_children(prefix)
+
+    def get(self, key: str, etag: str | None, max_bytes: int) -> Any:
+        return self.inner.get(key, etag, max_bytes)
+
+    def get_range(self, key: str, start: int, etag: str) -> Any:
+        return self.inner.get_range(key, start, etag)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def watcher(s3: Any, bucket: str, clock: Clock) -> tuple[ModelWatcher, CountingStore]:
+    store = CountingStore(S3Store(s3, bucket))
+    model = ModelConfig(name="m", rounds=("m",), bucket=bucket)
+    return ModelWatcher(model, store, DeriveSettings(), monotonic=clock), store
+
+
+def test_listing_cost(s3: Any, bucket: str, samples: Path) -> None:
+    """Unchanged and without simtrace: the metrics listing only. The model's folders are listed
+    again when its metrics change (a new training folder is found then) or every 10 minutes;
+    a known training folder every refresh; an evaluation folder only while its file is missing."""
+    upload_training(s3, bucket, samples, ())
+    clock = Clock()
+    w, store = watcher(s3, bucket, clock)
+    w.refresh()
+    assert store.lists == [("objects", "m/metrics/"), ("children", "m/")]
+    store.lists.clear()
+    w.refresh()
+    assert store.lists == [("objects", "m/metrics/")]
+    # simtrace appears while the metrics stay as they were: found at the 10-minute listing
+    put_iteration(s3, bucket, samples, 0)
+    clock.now += 599
+    store.lists.clear()
+    w.refresh()
+    assert store.lists == [("objects", "m/metrics/")]
+    clock.now += 1
+    store.lists.clear()
+    snap = w.refresh()
+    assert store.lists == [("objects", "m/metrics/"), ("children", "m/"),
+                           ("objects", "m/training-simtrace/")]
+    assert snap.extras.simulator is not None and len(snap.extras.simulator.iterations) == 1
+    store.lists.clear()
+    w.refresh()
+    assert store.lists == [("objects", "m/metrics/"), ("objects", "m/training-simtrace/")]
+    # an evaluation run: its metrics file changes the listing, its folder is listed until found
+    run = "20220709200509"
+    local = samples / "sample-drfc-1-logs"
+    s3.put_object(Bucket=bucket, Key=f"m/metrics/EvaluationMetrics-{run}.json",
+                  Body=(local / f"metrics/EvaluationMetrics-{run}.json").read_bytes())
+    csv = f"evaluation-{run}/evaluation-simtrace/0-iteration.csv"
+    s3.put_object(Bucket=bucket, Key=f"m/{csv}", Body=(local / csv).read_bytes())
+    store.lists.clear()
+    snap = w.refresh()
+    assert store.lists == [("objects", "m/metrics/"), ("children", "m/"),
+                           ("objects", f"m/evaluation-{run}/"),
+                           ("objects", "m/training-simtrace/")]
+    assert snap.extras.simulator is not None
+    assert [r for r, _ in snap.extras.simulator.evaluation_runs] == [run]
+    store.lists.clear()
+    clock.now += 600
+    w.refresh()
+    assert store.lists == [("objects", "m/metrics/"), ("children", "m/"),
+                           ("objects", "m/training-simtrace/")]

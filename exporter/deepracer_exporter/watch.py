@@ -41,6 +41,9 @@ _SIDE_MAX_BYTES = 1024 * 1024
 # for one worker's iteration, far more than a simulator writes, and parsing that takes about
 # 125 MB beside the body. Below LargeReads' threshold, so it never waits for the large-read slot.
 SIMTRACE_MAX_BYTES = 16 * 1024**2
+# A model's folders are listed again (to find new simtrace folders) when its metrics listing
+# changed, and at least this often (an evaluation's simtrace may land after its metrics file).
+SIMTRACE_FOLDERS_SECONDS = 600.0
 # A tail read trusts that the bytes before the new records did not change. That is checked by a
 # full read: of the next growth after VERIFY_TAILS tail reads in a row, and at the first refresh
 # VERIFY_SECONDS after the last full read of an object tail-read since (changed or not).
@@ -232,6 +235,9 @@ class ModelWatcher:
         self._traces: dict[str, _Trace] = {}
         self._simulator: Simulator | None = None
         self._simulator_basis: object = None  # what `_simulator` was computed from
+        self._folders: dict[str, tuple[str, ...]] = {}  # round prefix -> its simtrace folders
+        self._folders_state: object = None  # the metrics listing when they were listed
+        self._folders_listed = -math.inf  # monotonic
         self._extras = ModelExtras()
         self._derived: Derived | None = None
         self._last_update: float | None = None
@@ -352,9 +358,11 @@ class ModelWatcher:
         rounds: list[RoundInput] = []
         newest = 0.0
         hyper = _Hyper()
+        metrics_state: set[tuple[str, str]] = set()
         for prefix in self.model.rounds:
             metrics_prefix = f"{prefix}/metrics/"
             listing = {o.key: o for o in self._store.list_objects(metrics_prefix)}
+            metrics_state.update((o.key, o.etag) for o in listing.values())
             selected = extras.select_training_keys(listing, metrics_prefix)
             if not selected:
                 raise SourceError("not_found", f"no metrics/TrainingMetrics*.json (or console "
@@ -389,7 +397,7 @@ class ModelWatcher:
         self._objects = fresh
         self._runs = runs
         self._last_update = newest or self._last_update
-        self._read_simtrace(_latest_round_offset(rounds))
+        self._read_simtrace(_latest_round_offset(rounds), frozenset(metrics_state))
         self._extras = self._build_extras(self.model.rounds[-1], hyper)
 
     def _evaluation_runs(self, listing: dict[str, Any], metrics_prefix: str
@@ -437,29 +445,36 @@ class ModelWatcher:
 
     # -- simtrace ------------------------------------------------------------------------------
 
-    def _read_simtrace(self, offset: int) -> None:
+    def _read_simtrace(self, offset: int, metrics_state: frozenset[tuple[str, str]]) -> None:
         """Find, read (new ETags only) and reduce the simtrace objects that are exported: the
         latest round's training iterations (the latest `max_iterations`) and the exported
         evaluation runs of every round.
 
-        Listing: the latest round's immediate folders (one delimiter LIST) and each of its
-        training folders (`training-simtrace/`, `<worker>/`, `sim-trace/`: one LIST each) every
-        refresh. An `evaluation-<time>/` folder, and an earlier round at all, is listed only
-        while an exported run's simtrace has not been found: each run writes one file, once."""
+        Listing cost: the latest round's training folders (`training-simtrace/`, one per worker
+        `<n>/`, or `sim-trace/`) one LIST each every refresh, so the file of an iteration that
+        just ended is found at once. The model's folders themselves (one delimiter LIST per
+        round) only when its metrics listing changed or every SIMTRACE_FOLDERS_SECONDS: an
+        unchanged model without simtrace costs no request more. An `evaluation-<time>/` folder,
+        and an earlier round, only then and while an exported run's file is not found yet (each
+        run writes one, once)."""
         runs = extras.latest_runs((run for _, run in self._runs.values()),
                                   self._settings.max_evaluation_runs)
         exported = {run.run_id for run in runs}
         missing = exported - {t.key.run for t in self._traces.values()
                               if t.key.kind == simtrace.EVALUATION}
+        relist = (metrics_state != self._folders_state
+                  or self._monotonic() - self._folders_listed >= SIMTRACE_FOLDERS_SECONDS)
+        if relist:
+            self._folders_state, self._folders_listed = metrics_state, self._monotonic()
         latest = self.model.rounds[-1]
         found: dict[str, tuple[ObjectInfo, simtrace.SimtraceKey, str]] = {}
         listed_folders: set[str] = set()
         for prefix in self.model.rounds:
-            if prefix != latest and not any(
+            if prefix != latest and not (relist and any(
                     run.run_id in missing and key.startswith(f"{prefix}/metrics/")
-                    for key, (_, run) in self._runs.items()):
+                    for key, (_, run) in self._runs.items())):
                 continue
-            for folder in self._simtrace_folders(prefix, prefix == latest, missing):
+            for folder in self._simtrace_folders(prefix, prefix == latest, relist, missing):
                 try:
                     objects = self._store.list_objects(folder)
                 except SourceError as exc:
@@ -495,18 +510,20 @@ class ModelWatcher:
             self._simulator_basis = basis
             self._simulator = self._simulator_figures(offset) if traces else None
 
-    def _simtrace_folders(self, prefix: str, latest: bool, missing: set[str]) -> list[str]:
+    def _simtrace_folders(self, prefix: str, latest: bool, relist: bool, missing: set[str]
+                          ) -> list[str]:
         """The folders of a round to list now (see `_read_simtrace`)."""
-        try:
-            children = self._store.list_children(f"{prefix}/")
-        except SourceError as exc:
-            self._side_failure(f"{prefix}/", exc)
-            return []
+        if relist or prefix not in self._folders:
+            try:
+                children = self._store.list_children(f"{prefix}/")
+                self._folders[prefix] = simtrace.simtrace_folders(children, prefix)
+            except SourceError as exc:
+                self._side_failure(f"{prefix}/", exc)
         out = []
-        for folder in simtrace.simtrace_folders(children, prefix):
+        for folder in self._folders.get(prefix, ()):
             run = simtrace.simtrace_key(f"{folder}evaluation-simtrace/0-iteration.csv", prefix)
             if run is not None:  # an evaluation-<time>/ folder of DRfC
-                if run.run in missing:
+                if relist and run.run in missing:
                     out.append(folder)
             elif latest or folder.endswith("/sim-trace/"):
                 out.append(folder)
