@@ -263,6 +263,9 @@ def test_directory_source_equals_s3(s3: Any, bucket: str, s3_endpoint: str, samp
     put(s3, bucket, "m/metrics/TrainingMetrics.json", sample_bytes(samples))
     put(s3, bucket, "m/ip/hyperparameters.json",
         (samples / DRFC1 / "ip/hyperparameters.json").read_bytes())
+    simtrace = sorted((samples / DRFC1 / "training-simtrace").glob("*-iteration.csv"))
+    for path in simtrace:
+        put(s3, bucket, f"m/training-simtrace/{path.name}", path.read_bytes())
     from_s3 = refresh(exporter_for(config_from(one_model(s3_endpoint, bucket))))
     # copytree keeps the sample's 2022 modification times; S3 dates the upload now.
     local = config_from(f"models:\n  - name: m\n    directory: {tmp_path}\n    prefix: m\n"
@@ -275,7 +278,7 @@ def test_directory_source_equals_s3(s3: Any, bucket: str, s3_endpoint: str, samp
     metrics_files = len(list((tmp_path / "m" / "metrics").glob("*.json")))  # training + 3 runs
     assert metrics_files == 4
     assert value(again, "deepracer_exporter_object_requests_total",
-                 result="unchanged") == metrics_files
+                 result="unchanged") == metrics_files + len(simtrace)
 
 
 def test_empty_metrics_document_of_a_training_just_started(s3: Any, bucket: str,
