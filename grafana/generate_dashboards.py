@@ -30,11 +30,13 @@ from grafana_foundation_sdk.builders import barchart, stat, table, timeseries, x
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus as pb
+from grafana_foundation_sdk.builders import text as textpanel
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
+from grafana_foundation_sdk.models import text as tm
 from grafana_foundation_sdk.models import xychart as xm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,13 @@ TRAINING_UID = "deepracer-training"
 OVERVIEW_UID = "deepracer-overview"
 CONSOLE_CHART_TITLE = "Reward and completion (DeepRacer console)"
 WARN_SECONDS = 300  # "Since last update" turns orange (dashboard only)
+# The car acts 15 times per simulated second: a step every 1/15 s (66.7 ms), the target line.
+STEP_TARGET = "1 / 15"
+STEP_TARGET_TEXT = "66.7 ms"
+# Shown instead of "No data" where the cause of missing data is known.
+NO_SIMTRACE = "No simtrace"
+NO_WALL_CLOCK = "No simtrace wall_clock"
+NO_PUSH = "No push configured"
 
 STATUS_COLORS = {
     "lap_complete": "green",
@@ -101,6 +110,9 @@ class Thresholds:
     stall_seconds: int  # DeepRacerTrainingStalled: no metrics write for longer than this
     stall_window_seconds: int  # ... and one seen within this window (older: finished)
     plateau_iterations: int  # DeepRacerProgressPlateau
+    step_p95_seconds: float  # DeepRacerSimulatorSlow: latest iteration's p95 step over this
+    step_mean_seconds: float  # ... or its mean step over this
+    real_time_factor: float  # ... or its real-time factor under this
 
 
 # alert -> (field, pattern with the number as group 1 and an optional unit as group 2)
@@ -108,6 +120,9 @@ RULE_NUMBERS = {
     "stall_seconds": ("DeepRacerTrainingStalled", r"_timestamp_seconds > 0\) > (\d+)()"),
     "stall_window_seconds": ("DeepRacerTrainingStalled", r"nonzero\[(\d+)([smhd])\]\) > 0"),
     "plateau_iterations": ("DeepRacerProgressPlateau", r"_iterations\{[^}]*\} >= (\d+)()"),
+    "step_p95_seconds": ("DeepRacerSimulatorSlow", r"step_p95_seconds > ([\d.]+)()"),
+    "step_mean_seconds": ("DeepRacerSimulatorSlow", r"step_mean_seconds > ([\d.]+)()"),
+    "real_time_factor": ("DeepRacerSimulatorSlow", r"real_time_factor < ([\d.]+)()"),
 }
 SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -120,12 +135,13 @@ def rule_thresholds(path: Path = RULES) -> Thresholds:
         for rule in group["rules"]
         if "alert" in rule
     }
-    found = {}
+    found: dict[str, Any] = {}
     for name, (alert, pattern) in RULE_NUMBERS.items():
         match = re.search(pattern, exprs[alert])
         if not match:
             raise ValueError(f"{path}: no {pattern!r} in {alert}; update RULE_NUMBERS")
-        found[name] = int(match.group(1)) * SECONDS[match.group(2)]
+        number = float(match.group(1)) if "." in match.group(1) else int(match.group(1))
+        found[name] = number * SECONDS[match.group(2)]
     return Thresholds(**found)
 
 
@@ -142,6 +158,11 @@ def sel(metric: str, *, per_model: bool = True, **labels: str) -> str:
 def per_iter(metric: str, **labels: str) -> str:
     """One value per iteration, keeping `round` for the tooltip."""
     return f"max by (round, iteration) ({sel(metric, **labels)})"
+
+
+def per_iter_unrounded(metric: str, **labels: str) -> str:
+    """One value per iteration of a family without a `round` label (simtrace, the push)."""
+    return f"max by (iteration) ({sel(metric, **labels)})"
 
 
 def query(expr: str, ref: str, *, instant: bool = False, table_format: bool = True,
@@ -252,8 +273,10 @@ def stat_panel(
     mappings: list[dm.ValueMapping] | None = None,
     display: str = "",
     text_mode: cm.BigValueTextMode | None = None,
+    no_value: str = "",
 ) -> stat.Panel:
-    """Latest value of each query; one frame per series so each gets its own value."""
+    """Latest value of each query; one frame per series so each gets its own value.
+    `no_value` replaces Grafana's "No data" where missing data has a known cause."""
     several = len(values) > 1 or bool(display)
     p = (
         common(stat.Panel(), title, description, size)
@@ -274,6 +297,8 @@ def stat_panel(
         p = p.decimals(decimals)
     if display:
         p = p.display_name(display)
+    if no_value:
+        p = p.no_value(no_value)
     for ref, v in zip(REFS, values, strict=False):
         p = p.with_target(query(v.expr, ref, instant=True, table_format=False))
         extra = ({"displayName": v.name} if v.name else {}) | v.props
@@ -311,6 +336,7 @@ def iteration_chart(
     y_label: str,
     right_unit: str = "none",
     right_label: str = "",
+    no_value: str = "",
 ) -> xychart.Panel:
     """XY chart with the iteration on the x axis; each expr gives one value per iteration and
     keeps `round` and `iteration`. The XY chart keys y scales by unit, hence right_unit."""
@@ -341,6 +367,8 @@ def iteration_chart(
         .override_by_name("iteration", props(custom__axisLabel="Iteration", decimals=0,
                                              unit="none"))
     )
+    if no_value:
+        p = p.no_value(no_value)
     for ref, s in zip(REFS, series, strict=False):
         side = dict(unit=right_unit, custom__axisPlacement="right", custom__axisLabel=right_label)
         if not s.right:
@@ -475,6 +503,15 @@ def alert_list(title: str, description: str, size: tuple[int, int], label_filter
     return (
         db.Panel().type("alertlist").title(title).description(description).span(w).height(h)
         .options(options)
+    )
+
+
+def text_panel(title: str, description: str, size: tuple[int, int], markdown: str) -> Any:
+    """A note (no query): what a user must set up for the panels beside it."""
+    w, h = size
+    return (
+        textpanel.Panel().title(title).description(description).span(w).height(h)
+        .mode(tm.TextMode.MARKDOWN).content(markdown)
     )
 
 
@@ -758,10 +795,16 @@ def laps_section() -> Section:
     ]
 
 
-def evaluation_section() -> Section:
+def evaluation_section(t: Thresholds) -> Section:
     """Evaluation runs (metrics/evaluation/*.json): one table row per run, and the best lap."""
     ev = "deepracer_evaluation_"
     lap = {"unit": "s", "decimals": 3}
+
+    def step(limit: float) -> Json:
+        return {"unit": "s", "decimals": 1, "noValue": NO_SIMTRACE,
+                "custom.cellOptions": {"type": "color-text"},
+                "thresholds": steps((None, "green"), (limit, "red"))}
+
     columns = [
         Value(f"1000 * max by (run) ({sel(ev + 'timestamp_seconds')})", "Started",
               {"unit": "dateTimeAsIso"}),
@@ -774,6 +817,14 @@ def evaluation_section() -> Section:
         Value(f"max by (run) ({sel(ev + 'lap_seconds', stat='min')})", "Best lap", lap),
         *(Value(f"sum by (run) ({sel(ev + 'resets', reason=reason)})", title, {"decimals": 0})
           for reason, title in RESET_REASONS.items()),
+        Value(f"max by (run) ({sel(ev + 'step_seconds', stat='mean')})", "Mean step",
+              step(t.step_mean_seconds)),
+        Value(f"max by (run) ({sel(ev + 'step_seconds', stat='p95')})", "p95 step",
+              step(t.step_p95_seconds)),
+        Value(f"max by (run) ({sel(ev + 'real_time_factor')})", "Real-time factor",
+              {"decimals": 2, "noValue": NO_WALL_CLOCK,
+               "custom.cellOptions": {"type": "color-text"},
+               "thresholds": steps((None, "red"), (t.real_time_factor, "green"))}),
     ]
     return "Evaluation runs", [
         joined_table(
@@ -781,14 +832,17 @@ def evaluation_section() -> Section:
             "One row per evaluation run (metrics/evaluation/*.json, the latest "
             "max_evaluation_runs): start time (from the file name; DRfC writes local time, "
             "shown as if UTC), trials, completed laps, mean completion, mean and best lap time "
-            "of the completed laps, and resets by cause. Newest first.",
-            (16, 8), "run", columns, order=["run"], sort_by=("Run", True),
+            "of the completed laps, resets by cause, and the simulator's step time (mean, p95; "
+            f"target {STEP_TARGET_TEXT}) and real-time factor during the run, from its simtrace "
+            f"('{NO_SIMTRACE}' where the run has none; red past the DeepRacerSimulatorSlow "
+            "thresholds: then the lap times are not what the car would drive). Newest first.",
+            (24, 8), "run", columns, order=["run"], sort_by=("Run", True),
         ).override_by_name("run", props(displayName="Run")),
         stat_panel(
             "Best evaluated lap",
             "Fastest completed lap over all evaluation runs (not the evaluation episodes during "
             "training: those are under Best lap).",
-            (4, 8),
+            (12, 4),
             [Value(f"min({sel('deepracer_model_best_evaluation_lap_seconds')})")],
             unit="s", decimals=3,
         ),
@@ -796,7 +850,7 @@ def evaluation_section() -> Section:
             "Evaluation runs found",
             "Evaluation runs found for this model, all rounds (the table shows the latest "
             "max_evaluation_runs).",
-            (4, 8),
+            (12, 4),
             [Value(f"max({sel('deepracer_evaluation_runs')})")],
             decimals=0,
         ),
@@ -862,6 +916,163 @@ def outcomes_section() -> Section:
             [Series(per_iter("deepracer_iteration_episode_seconds", phase="training", stat="mean"),
                     "mean (training)", "blue")],
             unit="s", y_label="Duration",
+        ),
+    ]
+
+
+def level(expr: str, value: float | str) -> str:
+    """A horizontal line on an iteration chart: `value` at every iteration `expr` has."""
+    return f"0 * {expr} + {value}"
+
+
+def simulator_section(t: Thresholds) -> Section:
+    """Simulator health from simtrace (issue 13): step time against the 15 Hz target, the
+    real-time factor and where an iteration's wall-clock time goes. The alert's thresholds are
+    drawn from the rules file."""
+    step = "deepracer_iteration_step_seconds"
+    rtf = per_iter_unrounded("deepracer_iteration_real_time_factor")
+    training = per_iter_unrounded("deepracer_iteration_training_seconds")
+    policy = per_iter_unrounded("deepracer_iteration_policy_seconds")
+    p95_ms, mean_ms = f"{1000 * t.step_p95_seconds:g} ms", f"{1000 * t.step_mean_seconds:g} ms"
+    missing = (f"'{NO_SIMTRACE}': the model has no simtrace files (older layouts, console "
+               "exports without them) or is idle (history_max_age).")
+    wall_clock = ("Only from simulators that write simtrace's wall_clock column "
+                  f"('{NO_WALL_CLOCK}' otherwise).")
+    return "Simulator (simtrace)", [
+        iteration_chart(
+            "Step time per iteration",
+            "Simulated time between two steps of an episode, mean and p95 of each iteration "
+            "(simtrace, all workers merged). The car should act 15 times per simulated second: "
+            f"the green line is that target, {STEP_TARGET_TEXT} (1/15 s). The red and orange lines "
+            f"are the DeepRacerSimulatorSlow thresholds: p95 over {p95_ms} or mean over "
+            f"{mean_ms} (the log-analysis notebook's limits) for 30 minutes. {missing}",
+            (16, 8),
+            [Series(per_iter_unrounded(step, stat="mean"), "mean", "blue", "points+lines"),
+             Series(per_iter_unrounded(step, stat="p95"), "p95", "purple", "points+lines"),
+             Series(level(per_iter_unrounded(step, stat="mean"), STEP_TARGET),
+                    f"target {STEP_TARGET_TEXT} (15 steps/s)", "green", "lines"),
+             Series(level(per_iter_unrounded(step, stat="p95"), f"{t.step_p95_seconds:g}"),
+                    f"alert: p95 over {p95_ms}", "red", "lines"),
+             Series(level(per_iter_unrounded(step, stat="mean"), f"{t.step_mean_seconds:g}"),
+                    f"alert: mean over {mean_ms}", "orange", "lines")],
+            unit="s", y_label="Step time", no_value=NO_SIMTRACE,
+        ),
+        stat_panel(
+            "Step time (latest iteration)",
+            "p95 and mean step time of the latest iteration with simtrace, and that iteration. "
+            f"Red over {p95_ms} (p95) or {mean_ms} (mean), the DeepRacerSimulatorSlow "
+            f"thresholds; the target is {STEP_TARGET_TEXT}. {missing}",
+            (4, 8),
+            [Value(f"max({sel('deepracer_model_step_p95_seconds')})", "p95",
+                   {"decimals": 1,
+                    "thresholds": steps((None, "green"), (t.step_p95_seconds, "red"))}),
+             Value(f"max({sel('deepracer_model_step_mean_seconds')})", "mean",
+                   {"decimals": 1,
+                    "thresholds": steps((None, "green"), (t.step_mean_seconds, "red"))}),
+             Value(f"max({sel('deepracer_model_simtrace_iteration')})", "iteration",
+                   {"unit": "none", "decimals": 0})],
+            unit="s", no_value=NO_SIMTRACE,
+        ),
+        stat_panel(
+            "Real-time factor (latest iteration)",
+            "Simulated seconds per wall-clock second in the latest iteration with simtrace (mean "
+            "over the workers): 1 is real time. Red under "
+            f"{t.real_time_factor:g}, the DeepRacerSimulatorSlow threshold: the host cannot keep "
+            f"up. {wall_clock}",
+            (4, 8),
+            [Value(f"max({sel('deepracer_model_real_time_factor')})")],
+            decimals=2, no_value=NO_WALL_CLOCK,
+            thresholds=steps((None, "red"), (t.real_time_factor, "green")),
+        ),
+        iteration_chart(
+            "Real-time factor per iteration",
+            "Simulated seconds per wall-clock second of each iteration (mean over the workers). "
+            "The green line is real time (1); under the red line "
+            f"({t.real_time_factor:g}, the DeepRacerSimulatorSlow threshold) the host cannot keep "
+            f"up and training crawls. {wall_clock}",
+            (12, 8),
+            [Series(rtf, "real-time factor", "blue", "points+lines"),
+             Series(level(rtf, 1), "real time", "green", "lines"),
+             Series(level(rtf, f"{t.real_time_factor:g}"),
+                    f"alert: under {t.real_time_factor:g}", "red", "lines")],
+            unit="none", y_label="Real-time factor", no_value=NO_WALL_CLOCK,
+        ),
+        iteration_chart(
+            "Training and policy time per iteration",
+            "Where an iteration's wall-clock time goes (worker 0's simtrace): simulating the "
+            "training episodes, then the trainer updating the policy (and the evaluation "
+            "episodes meanwhile) until the next iteration starts; the latest iteration has no "
+            "policy time yet. Right axis: training time over policy time. A falling ratio means "
+            "the policy update (trainer CPU/GPU, batch size, epochs) is what makes training slow. "
+            f"{wall_clock}",
+            (12, 8),
+            [Series(training, "training (simulation)", "blue", "points+lines"),
+             Series(policy, "policy update + evaluation", "orange", "points+lines"),
+             Series(f"{training} / {policy}", "training / policy", "purple", "points",
+                    right=True)],
+            unit="s", y_label="Wall-clock time", right_unit="short",
+            right_label="Training / policy", no_value=NO_WALL_CLOCK,
+        ),
+    ]
+
+
+PUSH_NOTE = f"""These panels need deepracer-for-cloud's **metrics push**: the trainer's entropy, KL
+divergence and surrogate loss never reach S3. The exporter listens for it when configured:
+
+```yaml
+telegraf:
+  listen: "0.0.0.0:8092"
+```
+
+and DRfC sends it (UDP, InfluxDB line protocol) when its `system.env` has
+
+```sh
+DR_TELEGRAF_HOST=<exporter host or compose service>
+DR_TELEGRAF_PORT=8092
+```
+
+Restart the exporter, then the training. Until data arrives the panels show
+"{NO_PUSH}"."""
+
+
+def policy_section() -> Section:
+    """Policy training from DRfC's metrics push (issue 17): entropy against iteration beside
+    reward, the latest epoch's figures, and how to turn the push on."""
+    entropy = per_iter_unrounded("deepracer_iteration_policy_entropy")
+    reward = per_iter("deepracer_iteration_reward", phase="training", stat="mean")
+    latest = [("Entropy", "deepracer_policy_entropy"),
+              ("KL divergence", "deepracer_policy_kl_divergence"),
+              ("Surrogate loss", "deepracer_policy_surrogate_loss")]
+    return "Policy training (DRfC metrics push)", [
+        iteration_chart(
+            "Policy entropy per iteration",
+            "Mean entropy of the policy update after each training iteration (the trainer's "
+            "epochs, pushed by DRfC), and the average training reward of the same iterations "
+            "(right axis). Entropy should fall steadily while the policy learns; a collapse to "
+            "near 0 early, or a rise, means trouble (learning rate, beta_entropy). "
+            f"'{NO_PUSH}': no push reaches the exporter for this model (see the note).",
+            (12, 8),
+            [Series(entropy, "entropy", "purple", "points+lines"),
+             Series(f"{reward} and on (iteration) {entropy}", "Average reward (training)",
+                    "green", "points+lines", right=True)],
+            unit="none", y_label="Entropy", right_unit="short", right_label="Reward",
+            no_value=NO_PUSH,
+        ),
+        stat_panel(
+            "Policy (latest epoch)",
+            "Entropy, KL divergence between the old and the new policy, and PPO surrogate loss "
+            "of the latest policy-training epoch the trainer pushed, and how long ago it arrived. "
+            f"'{NO_PUSH}': see the note.",
+            (6, 8),
+            [*(Value(f"max({sel(metric)})", title) for title, metric in latest),
+             Value(f"time() - max({sel('deepracer_policy_last_epoch_timestamp_seconds')})",
+                   "received ago", {"unit": "s", "decimals": 0})],
+            no_value=NO_PUSH,
+        ),
+        text_panel(
+            "Policy metrics: turning the push on",
+            "How to send deepracer-for-cloud's policy-training metrics to the exporter.",
+            (6, 8), PUSH_NOTE,
         ),
     ]
 
@@ -958,8 +1169,9 @@ def training_dashboard(t: Thresholds) -> dm.Dashboard:
         "DeepRacer training",
         "One DeepRacer model: console reward graph, notebook progress charts, lap times, "
         "episode outcomes, exporter health.",
-        [status_section(t), console_section(), progress_section(), laps_section(),
-         evaluation_section(), outcomes_section(), model_section(), activity_section()],
+        [status_section(t), console_section(), policy_section(), progress_section(),
+         laps_section(), evaluation_section(t), outcomes_section(), simulator_section(t),
+         model_section(), activity_section()],
         per_model=True,
         link=("All models", f"/d/{OVERVIEW_UID}"),
     )

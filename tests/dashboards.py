@@ -14,7 +14,11 @@ skip it for a model that lacks it: `completed_lap` (lap metrics exist only after
 which an idle model does not export), and for the files besides the training metrics:
 `evaluation_runs` (evaluation run files, `metrics/evaluation/*.json`), `evaluation_lap` (an
 evaluation run with a completed lap), `metadata` (`model/model_metadata.json`), `hyperparameters`
-(`ip/hyperparameters.json`), `checkpoints` (`model/deepracer_checkpoints.json`).
+(`ip/hyperparameters.json`), `checkpoints` (`model/deepracer_checkpoints.json`); and for the
+simulator and policy families: `simtrace` (training simtrace CSVs), `wall_clock` (simtrace with the
+`wall_clock` column: real-time factor, training and policy time; policy time also needs a next
+iteration), `evaluation_simtrace` (an evaluation run with simtrace), `push` (DRfC's metrics push
+reaching the exporter's `telegraf` listener for this model).
 
 The console chart (DeepRacer console reward graph) is the panel titled `CONSOLE_CHART_TITLE` of the
 training dashboard; `console_chart_queries(model)` maps deepracer-utils `getSummary(method="mean")`
@@ -124,6 +128,8 @@ def _requires(expr: str) -> frozenset[str]:
 FILE_REQUIREMENTS: dict[str, frozenset[str]] = {
     "evaluation_runs": frozenset(
         {
+            "deepracer_evaluation_step_seconds",
+            "deepracer_evaluation_real_time_factor",
             "deepracer_evaluation_runs",
             "deepracer_evaluation_timestamp_seconds",
             "deepracer_evaluation_trials",
@@ -143,6 +149,41 @@ FILE_REQUIREMENTS: dict[str, frozenset[str]] = {
     ),
     "checkpoints": frozenset(
         {"deepracer_model_checkpoint", "deepracer_model_checkpoint_timestamp_seconds"}
+    ),
+    "simtrace": frozenset(
+        {
+            "deepracer_iteration_step_seconds",
+            "deepracer_iteration_real_time_factor",
+            "deepracer_iteration_training_seconds",
+            "deepracer_iteration_policy_seconds",
+            "deepracer_model_step_p95_seconds",
+            "deepracer_model_step_mean_seconds",
+            "deepracer_model_real_time_factor",
+            "deepracer_model_simtrace_iteration",
+        }
+    ),
+    "wall_clock": frozenset(
+        {
+            "deepracer_iteration_real_time_factor",
+            "deepracer_iteration_training_seconds",
+            "deepracer_iteration_policy_seconds",
+            "deepracer_model_real_time_factor",
+            "deepracer_evaluation_real_time_factor",
+        }
+    ),
+    "evaluation_simtrace": frozenset(
+        {"deepracer_evaluation_step_seconds", "deepracer_evaluation_real_time_factor"}
+    ),
+    "push": frozenset(
+        {
+            "deepracer_policy_entropy",
+            "deepracer_policy_kl_divergence",
+            "deepracer_policy_surrogate_loss",
+            "deepracer_policy_epochs_total",
+            "deepracer_policy_last_epoch_timestamp_seconds",
+            "deepracer_iteration_policy_entropy",
+            "deepracer_push_episodes_total",
+        }
     ),
 }
 

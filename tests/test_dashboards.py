@@ -340,12 +340,53 @@ def test_per_iteration_charts_use_the_iteration_as_x_axis() -> None:
             assert panel["options"]["xField"] == "iteration", title
 
 
+def _family_labels() -> dict[str, frozenset[str]]:
+    """Labels of every exported family, from the exporter's metric catalogue (per-iteration
+    families of the metrics files add model, phase, round and iteration to their own)."""
+    from deepracer_exporter import catalogue
+
+    out = {}
+    for f in catalogue.FAMILIES:
+        extra = {"model", "phase", "round", "iteration"}
+        labels = set(f.labels) | (extra if isinstance(f, catalogue.IterationFamily) else set())
+        out[f.name] = frozenset(labels)
+    return out
+
+
+# `by (labels) (` then whatever wraps the first metric it aggregates (increase(, ...).
+_AGGREGATION = re.compile(r"\bby\s*\(([^)]*)\)\s*\(([^{]*?)\b(deepracer_\w+)")
+
+
 def test_per_iteration_series_keep_the_round_for_tooltips() -> None:
+    """`round` kept where the family has it (metrics files); simtrace and push families have
+    none, so they group by iteration alone."""
+    labels = _family_labels()
+    seen = set()
     for _uid, panel in _per_iteration_panels():
         if panel["type"] != "xychart":
             continue
         for t in panel["targets"]:
-            assert re.search(r"\bby\s*\(\s*round\s*,\s*iteration\s*\)", t["expr"]), t["expr"]
+            found = _AGGREGATION.findall(t["expr"])
+            assert found, t["expr"]
+            for grouping, _wrap, metric in found:
+                wanted = "round, iteration" if "round" in labels[metric] else "iteration"
+                assert grouping.strip() == wanted, (panel["title"], t["expr"])
+                seen.add(wanted)
+    assert seen == {"round, iteration", "iteration"}
+
+
+def test_grouping_labels_exist() -> None:
+    """Every `by (...)` label of every query is a label of the family it aggregates (or a
+    target label), so a family without it (simtrace has no `round`) cannot split a chart."""
+    labels = _family_labels()
+    checked = 0
+    for q in QUERIES:
+        for grouping, _wrap, metric in _AGGREGATION.findall(q.expr):
+            names = {x.strip() for x in grouping.split(",")}
+            assert names <= labels[metric] | {"job", "instance"}, (q.panel_title, q.expr)
+            checked += 1
+    # ...and the pattern saw every aggregation.
+    assert checked == sum(len(re.findall(r"\bby\s*\(", q.expr)) for q in QUERIES) > 50
 
 
 def test_console_chart() -> None:
@@ -548,6 +589,10 @@ def test_evaluation_runs_table() -> None:
         ("immobilized", "Immobilized"),
     ):
         expected[title] = f'deepracer_evaluation_resets{{model="$model", reason="{reason}",'
+    # The run's step timing beside its lap times (issue 13).
+    expected["Mean step"] = 'deepracer_evaluation_step_seconds{model="$model", stat="mean",'
+    expected["p95 step"] = 'deepracer_evaluation_step_seconds{model="$model", stat="p95",'
+    expected["Real-time factor"] = 'deepracer_evaluation_real_time_factor{model="$model",'
     assert set(titles) == set(expected)
     for title, fragment in expected.items():
         assert fragment in titles[title], (title, titles[title])
@@ -562,8 +607,22 @@ def test_evaluation_runs_table() -> None:
     assert units["Started"].startswith("dateTime")
     assert units["Completion"] == "percentunit"
     assert units["Mean lap"] == units["Best lap"] == "s"
+    assert units["Mean step"] == units["p95 step"] == "s"
+    no_value = _override_values(panel, "noValue")
+    assert no_value == {"Mean step": "No simtrace", "p95 step": "No simtrace",
+                        "Real-time factor": "No simtrace wall_clock"}
     assert _join_columns(panel)[0] == "run"
     assert panel["options"]["sortBy"] == [{"displayName": "Run", "desc": True}]
+
+
+def _override_values(panel: dict[str, Any], prop_id: str) -> dict[str, Any]:
+    """Matcher option (field name or refId) -> value of one override property."""
+    return {
+        o["matcher"]["options"]: p["value"]
+        for o in panel["fieldConfig"]["overrides"]
+        for p in o["properties"]
+        if p["id"] == prop_id
+    }
 
 
 def _training_panel(title: str) -> dict[str, Any]:
