@@ -694,6 +694,134 @@ def test_model_panels() -> None:
     assert "deepracer_model_checkpoint_timestamp_seconds" in exprs
 
 
+def _rows(board: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(row title, its panels) in dashboard order."""
+    rows: list[tuple[str, list[dict[str, Any]]]] = []
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            rows.append((panel["title"], list(panel.get("panels", []))))
+        elif rows:
+            rows[-1][1].append(panel)
+    return rows
+
+
+def _exprs_by_name(panel: dict[str, Any]) -> dict[str, str]:
+    """Series display name -> expression of a chart with one override per query."""
+    by_ref = {t["refId"]: t["expr"] for t in panel["targets"]}
+    return {name: by_ref[ref] for ref, name in _stat_titles(panel).items()}
+
+
+def test_simulator_row() -> None:
+    """Issue 13: step time against the 15 Hz target, real-time factor, training vs policy time,
+    latest-iteration stats; "No simtrace" instead of an empty panel."""
+    rows = dict(_rows(BOARDS[dash.TRAINING_UID]))
+    panels = {p["title"]: p for p in rows["Simulator (simtrace)"]}
+    assert list(panels) == ["Step time per iteration", "Step time (latest iteration)",
+                            "Real-time factor (latest iteration)",
+                            "Real-time factor per iteration",
+                            "Training and policy time per iteration"]
+    step = _exprs_by_name(panels["Step time per iteration"])
+    assert 'deepracer_iteration_step_seconds{model="$model", stat="mean",' in step["mean"]
+    assert 'deepracer_iteration_step_seconds{model="$model", stat="p95",' in step["p95"]
+    # The target: 15 steps per simulated second, a line at every iteration with a step time.
+    target = step["target 66.7 ms (15 steps/s)"]
+    assert target.startswith("0 * max by (iteration) (deepracer_iteration_step_seconds{")
+    assert target.endswith(" + 1 / 15")
+    assert panels["Step time per iteration"]["fieldConfig"]["defaults"]["unit"] == "s"
+
+    latest = panels["Step time (latest iteration)"]
+    exprs = " ".join(t["expr"] for t in latest["targets"])
+    for metric in ("deepracer_model_step_p95_seconds", "deepracer_model_step_mean_seconds",
+                   "deepracer_model_simtrace_iteration"):
+        assert metric in exprs, metric
+    rtf = panels["Real-time factor (latest iteration)"]
+    assert "deepracer_model_real_time_factor{" in rtf["targets"][0]["expr"]
+    assert "deepracer_iteration_real_time_factor{" in " ".join(
+        _exprs_by_name(panels["Real-time factor per iteration"]).values())
+
+    timing = panels["Training and policy time per iteration"]
+    series = _exprs_by_name(timing)
+    training, policy = series["training (simulation)"], series["policy update + evaluation"]
+    assert "deepracer_iteration_training_seconds{" in training
+    assert "deepracer_iteration_policy_seconds{" in policy
+    assert series["training / policy"] == f"{training} / {policy}"
+    placement = _override_values(timing, "custom.axisPlacement")
+    ratio_ref = next(r for r, n in _stat_titles(timing).items() if n == "training / policy")
+    assert placement[ratio_ref] == "right"
+    assert set(placement.values()) == {"left", "right"}
+
+    for title, panel in panels.items():
+        wall_clock = "Real-time" in title or "policy time" in title
+        expected = "No simtrace wall_clock" if wall_clock else "No simtrace"
+        assert panel["fieldConfig"]["defaults"]["noValue"] == expected, title
+        assert expected in panel["description"], title
+
+
+def test_simulator_stats_are_the_exported_ones() -> None:
+    """deepracer_iteration_step_seconds exports mean and p95 by default (max only with
+    iteration_stats: full); evaluation runs export mean, p95 and max (DECISIONS.md)."""
+    exported = {"deepracer_iteration_step_seconds": {"mean", "p95"},
+                "deepracer_evaluation_step_seconds": {"mean", "p95", "max"}}
+    used: dict[str, set[str]] = {name: set() for name in exported}
+    for q in QUERIES:
+        for metric, matchers in _SELECTOR.findall(q.expr):
+            if metric in exported:
+                stat = dict(_EQUALS.findall(matchers))["stat"]
+                assert stat in exported[metric], (q.panel_title, q.expr)
+                used[metric].add(stat)
+    assert used == {"deepracer_iteration_step_seconds": {"mean", "p95"},
+                    "deepracer_evaluation_step_seconds": {"mean", "p95"}}
+
+
+def test_policy_row() -> None:
+    """Issue 17: entropy per iteration beside the reward, right after the console chart; the
+    latest epoch; a note on DRfC's push; "No push configured" instead of an empty panel."""
+    rows = _rows(BOARDS[dash.TRAINING_UID])
+    titles = [title for title, _ in rows]
+    at = titles.index("Policy training (DRfC metrics push)")
+    assert titles[at - 1] == "Training progress", "beside the console chart"
+    panels = {p["title"]: p for p in rows[at][1]}
+    assert list(panels) == ["Policy entropy per iteration", "Policy (latest epoch)",
+                            "Policy metrics: turning the push on"]
+
+    chart = panels["Policy entropy per iteration"]
+    assert chart["type"] == "xychart"
+    series = _exprs_by_name(chart)
+    entropy = series["entropy"]
+    assert entropy == ('max by (iteration) (deepracer_iteration_policy_entropy{model="$model", '
+                       'job=~"$job"})')
+    # The reward of the same iterations: none at all without a push, so the panel shows its note.
+    reward = series["Average reward (training)"]
+    console = next(t["expr"] for t in dash.console_chart_panel(BOARDS)["targets"]
+                   if dash.CONSOLE_CHART_SERIES[t["refId"]] == "train_reward")
+    assert reward == f"{console} and on (iteration) {entropy}"
+    placement = _override_values(chart, "custom.axisPlacement")
+    reward_ref = next(r for r, n in _stat_titles(chart).items() if n.startswith("Average reward"))
+    assert placement[reward_ref] == "right"
+    units = _override_values(chart, "unit")
+    assert units[reward_ref] != chart["fieldConfig"]["defaults"]["unit"], "its own y scale"
+
+    latest = panels["Policy (latest epoch)"]
+    exprs = " ".join(t["expr"] for t in latest["targets"])
+    for metric in ("deepracer_policy_entropy", "deepracer_policy_kl_divergence",
+                   "deepracer_policy_surrogate_loss",
+                   "deepracer_policy_last_epoch_timestamp_seconds"):
+        assert metric in exprs, metric
+    for panel in (chart, latest):
+        assert panel["fieldConfig"]["defaults"]["noValue"] == "No push configured"
+        assert "No push configured" in panel["description"]
+
+    note = panels["Policy metrics: turning the push on"]
+    assert note["type"] == "text" and note["options"]["mode"] == "markdown"
+    content = note["options"]["content"]
+    for needle in ("DR_TELEGRAF_HOST", "DR_TELEGRAF_PORT=8092", 'listen: "0.0.0.0:8092"',
+                   "system.env", "No push configured"):
+        assert needle in content, needle
+    # The note's YAML is a valid exporter configuration key.
+    block = re.search(r"```yaml\n(.*?)```", content, re.S)
+    assert block and yaml.safe_load(block[1]) == {"telegraf": {"listen": "0.0.0.0:8092"}}
+
+
 def test_requires_flags() -> None:
     """Queries on files a model may lack are flagged, so integration tests can skip them."""
     flagged: dict[str, set[str]] = {}
@@ -848,7 +976,7 @@ def test_lint_every_selector_filters_on_the_job_variable() -> None:
 # --- one place for the thresholds: the rules file -------------------------------------------------
 
 
-def _rule_numbers(text: str) -> dict[str, int]:
+def _rule_numbers(text: str) -> dict[str, float]:
     """The shared thresholds, read here independently of the generator."""
     exprs = {r["alert"]: r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]
              if "alert" in r}  # fmt: skip
@@ -856,12 +984,58 @@ def _rule_numbers(text: str) -> dict[str, int]:
     window = re.search(r"changes\([^)]*\[(\d+)h\]\)", stalled)
     stall = re.search(r"^time\(\) - \(\w+ > 0\) > (\d+)$", stalled, re.M)
     plateau = re.search(r"\} >= (\d+)$", exprs["DeepRacerProgressPlateau"], re.M)
+    slow = exprs["DeepRacerSimulatorSlow"]
+    p95 = re.search(r"^\s*deepracer_model_step_p95_seconds > ([\d.]+)$", slow, re.M)
+    mean = re.search(r"^\s*or deepracer_model_step_mean_seconds > ([\d.]+)$", slow, re.M)
+    rtf = re.search(r"^\s*or deepracer_model_real_time_factor < ([\d.]+)$", slow, re.M)
     assert window and stall and plateau, "the rule text changed: update this test"
-    return {"stall": int(stall[1]), "window": 3600 * int(window[1]), "plateau": int(plateau[1])}
+    assert p95 and mean and rtf, "the rule text changed: update this test"
+    return {"stall": int(stall[1]), "window": 3600 * int(window[1]), "plateau": int(plateau[1]),
+            "step p95": float(p95[1]), "step mean": float(mean[1]), "rtf": float(rtf[1])}
 
 
 def _red_step(steps: list[dict[str, Any]]) -> float:
     return next(s["value"] for s in steps if s["color"] == "red")
+
+
+def _after_red(steps: list[dict[str, Any]]) -> float:
+    """Where a red-below threshold ends (red is the base colour)."""
+    assert steps[0]["color"] == "red" and steps[0]["value"] is None, steps
+    return float(steps[1]["value"])
+
+
+def _level(panel: dict[str, Any], name_prefix: str) -> float:
+    """The constant of the line series of an iteration chart whose name starts so."""
+    names = _stat_titles(panel)
+    (ref,) = [r for r, n in names.items() if n.startswith(name_prefix)]
+    expr = next(t["expr"] for t in panel["targets"] if t["refId"] == ref)
+    found = re.fullmatch(r"0 \* .* \+ ([\d.]+)", expr)
+    assert found, expr
+    return float(found[1])
+
+
+def _simulator_thresholds(boards: dict[str, Any]) -> dict[str, float]:
+    """Where the training dashboard shows DeepRacerSimulatorSlow's numbers."""
+    training = {p["title"]: p for p in dash.iter_panels(boards[dash.TRAINING_UID])}
+    chart = training["Step time per iteration"]
+    rtf_chart = training["Real-time factor per iteration"]
+    stat = training["Step time (latest iteration)"]
+    stat_steps = {_stat_titles(stat)[ref]: v["steps"]
+                  for ref, v in _override_values(stat, "thresholds").items()}
+    runs = training["Evaluation runs"]
+    run_steps = {name: v["steps"] for name, v in _override_values(runs, "thresholds").items()}
+    return {
+        "step chart p95": _level(chart, "alert: p95"),
+        "step chart mean": _level(chart, "alert: mean"),
+        "step stat p95": _red_step(stat_steps["p95"]),
+        "step stat mean": _red_step(stat_steps["mean"]),
+        "evaluation p95": _red_step(run_steps["p95 step"]),
+        "evaluation mean": _red_step(run_steps["Mean step"]),
+        "rtf chart": _level(rtf_chart, "alert: under"),
+        "rtf stat": _after_red(training["Real-time factor (latest iteration)"]["fieldConfig"]
+                               ["defaults"]["thresholds"]["steps"]),
+        "evaluation rtf": _after_red(run_steps["Real-time factor"]),
+    }  # fmt: skip
 
 
 def _shown_thresholds(boards: dict[str, Any]) -> dict[str, Any]:
@@ -883,25 +1057,41 @@ def _shown_thresholds(boards: dict[str, Any]) -> dict[str, Any]:
         "overview stalled window": int(stalled[2]),
         "plateau": _red_step(training["Iterations without improvement"]["fieldConfig"]
                              ["defaults"]["thresholds"]["steps"]),
+        **_simulator_thresholds(boards),
     }  # fmt: skip
 
 
-def _agrees(shown: dict[str, Any], rules: dict[str, int]) -> None:
+def _agrees(shown: dict[str, Any], rules: dict[str, float]) -> None:
     assert shown == {
         "since last update": rules["stall"],
         "overview since update": rules["stall"],
         "overview stalled": rules["stall"],
         "overview stalled window": rules["window"],
         "plateau": rules["plateau"],
+        "step chart p95": rules["step p95"],
+        "step stat p95": rules["step p95"],
+        "evaluation p95": rules["step p95"],
+        "step chart mean": rules["step mean"],
+        "step stat mean": rules["step mean"],
+        "evaluation mean": rules["step mean"],
+        "rtf chart": rules["rtf"],
+        "rtf stat": rules["rtf"],
+        "evaluation rtf": rules["rtf"],
     }
 
 
 def test_dashboards_show_the_thresholds_of_the_alert_rules() -> None:
     rules = _rule_numbers(RULES.read_text())
-    assert rules == {"stall": 900, "window": 6 * 3600, "plateau": 20}
+    assert rules == {"stall": 900, "window": 6 * 3600, "plateau": 20,
+                     "step p95": 0.090, "step mean": 0.070, "rtf": 0.8}
     _agrees(_shown_thresholds(BOARDS), rules)
     since = _training_panel("Since last update")["description"]
     assert f"red after {rules['stall'] // 60} min" in since
+    # The step chart names the thresholds in its legend and description, in milliseconds.
+    step = _training_panel("Step time per iteration")
+    names = set(_stat_titles(step).values())
+    assert {"alert: p95 over 90 ms", "alert: mean over 70 ms"} <= names
+    assert "p95 over 90 ms or mean over 70 ms" in step["description"]
 
 
 def test_dashboards_follow_a_changed_rules_file(tmp_path: Path) -> None:
@@ -909,7 +1099,9 @@ def test_dashboards_follow_a_changed_rules_file(tmp_path: Path) -> None:
     import json
 
     text = RULES.read_text()
-    for old, new in (("> 900\n", "> 1200\n"), ("[6h]", "[3h]"), (">= 20\n", ">= 30\n")):
+    for old, new in (("> 900\n", "> 1200\n"), ("[6h]", "[3h]"), (">= 20\n", ">= 30\n"),
+                     ("> 0.090\n", "> 0.1\n"), ("> 0.070\n", "> 0.075\n"),
+                     ("< 0.8\n", "< 0.9\n")):
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     changed = tmp_path / "deepracer.yml"
@@ -917,7 +1109,8 @@ def test_dashboards_follow_a_changed_rules_file(tmp_path: Path) -> None:
     boards = {json.loads(t)["uid"]: json.loads(t)
               for t in _load_generator().render(changed).values()}  # fmt: skip
     rules = _rule_numbers(text)
-    assert rules == {"stall": 1200, "window": 3 * 3600, "plateau": 30}
+    assert rules == {"stall": 1200, "window": 3 * 3600, "plateau": 30,
+                     "step p95": 0.1, "step mean": 0.075, "rtf": 0.9}
     _agrees(_shown_thresholds(boards), rules)
 
 
