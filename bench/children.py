@@ -107,17 +107,17 @@ def _settle() -> int:
 
 
 def memory(episodes: int, models: int) -> None:
-    """RSS held per model: by refreshed ModelWatchers (Columns + Derived + bookkeeping), then
+    """RSS held per model: by refreshed ModelCaches (Columns + Derived + bookkeeping), then
     by the exposition (each model's rendered lines and gzip members, and the joined body)."""
     from prometheus_client import CollectorRegistry
 
     from deepracer_exporter import parse
     from deepracer_exporter.config import ModelConfig
+    from deepracer_exporter.modelcache import DeriveSettings, ModelCache
     from deepracer_exporter.server import Exposition
     from deepracer_exporter.simulate import TrainingSpec, generate_documents, key_for
     from deepracer_exporter.snapshot import Snapshot
     from deepracer_exporter.sources import DirectoryStore
-    from deepracer_exporter.watch import DeriveSettings, ModelWatcher
 
     with tempfile.TemporaryDirectory() as root:
         spec = TrainingSpec(max_episodes=episodes, workers=1)
@@ -134,14 +134,14 @@ def memory(episodes: int, models: int) -> None:
 
         # One warm-up model, refreshed and rendered: imports, numpy caches, pymalloc arenas and
         # the exposition's fixed part are not per-model cost.
-        warm = ModelWatcher(ModelConfig("warm", ("model",), directory=root), store, settings)
+        warm = ModelCache(ModelConfig("warm", ("model",), directory=root), store, settings)
         snaps = [warm.refresh()]
         exposition = Exposition(CollectorRegistry())
         exposition.update(snapshot(snaps))
         before = _settle()
         watchers = []
         for i in range(models):
-            w = ModelWatcher(ModelConfig(f"m{i}", ("model",), directory=root), store, settings)
+            w = ModelCache(ModelConfig(f"m{i}", ("model",), directory=root), store, settings)
             snaps.append(w.refresh())
             watchers.append(w)
         held = _settle()

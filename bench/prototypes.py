@@ -2,7 +2,7 @@
 
 `decoders()`: the alternatives to the exporter's msgspec path that issue 16 weighed, when they
 are installed (orjson: a fast `loads` into dicts, then the exporter's record rule). The
-tail-read prototype that used to live here is the exporter's own path (`deepracer_exporter.append`),
+tail-read prototype that used to live here is the exporter's own path (`deepracer_exporter.tail`),
 measured as such in part 5.
 """
 

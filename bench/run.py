@@ -49,6 +49,7 @@ from deepracer_exporter import render as render_module  # noqa: E402
 from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client  # noqa: E402
 from deepracer_exporter.config import S3Settings, parse_config  # noqa: E402
 from deepracer_exporter.derive import RoundInput, derive  # noqa: E402
+from deepracer_exporter.modelcache import DeriveSettings, ModelCache  # noqa: E402
 from deepracer_exporter.refresher import Refresher  # noqa: E402
 from deepracer_exporter.s3store import S3Store  # noqa: E402
 from deepracer_exporter.server import Exposition  # noqa: E402
@@ -60,7 +61,6 @@ from deepracer_exporter.simulate import (  # noqa: E402
     key_for,
 )
 from deepracer_exporter.snapshot import Snapshot  # noqa: E402
-from deepracer_exporter.watch import DeriveSettings, ModelWatcher  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -457,7 +457,7 @@ def bench_memory(plan: Plan) -> tuple[str, dict[str, Any]]:
                   "iteration rows kept", "RSS MB per model: data", "+ rendered",
                   "= total", "plain MB per model", "gzip MB per model",
                   "Columns MB per model", "Columns B/record"], rows)
-    text += ("\n\nData = refreshed `ModelWatcher`s (columns, derived result, bookkeeping). "
+    text += ("\n\nData = refreshed `ModelCache`s (columns, derived result, bookkeeping). "
              "Rendered = what `Exposition.update` keeps since per-iteration series are cached: "
              "each model's plain lines and gzip members, which scrapes are served from as they "
              "are (no joined copy since commit 'Serve the exposition as its cached parts'). RSS "
@@ -537,7 +537,7 @@ def bench_grow(plan: Plan, endpoint: str, tmp: Path) -> tuple[str, dict[str, Any
             checks["exposed_tail_per_refresh"].append(exposed["tail"] - exposed_before["tail"])
             checks["downloaded_per_refresh"].append(h.downloaded - before.downloaded)
             # (a) the exporter's full read: a watcher with no cache reads and derives it all.
-            watcher = ModelWatcher(config.models[0], store, derive_settings)
+            watcher = ModelCache(config.models[0], store, derive_settings)
             dt, full = timed(watcher.refresh)
             assert full.health.success, full.health.last_error
             t["full"].append(dt)

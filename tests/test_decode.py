@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepracer_exporter import extras
+from deepracer_exporter import sidefiles
 from deepracer_exporter.config import ModelConfig
+from deepracer_exporter.modelcache import DeriveSettings, ModelCache
 from deepracer_exporter.parse import MetricsFileError, parse_document, parse_records
 from deepracer_exporter.snapshot import ModelSnapshot
 from deepracer_exporter.sources import DirectoryStore
-from deepracer_exporter.watch import DeriveSettings, ModelWatcher
 
 BIG = b"1" + b"0" * 400  # over a float's range: float(int) raises OverflowError
 HUGE = b"7" * 5000  # over Python's int-string digit limit: int() raises ValueError
@@ -109,21 +109,21 @@ def evaluation_record(trial: int, **changes: Any) -> dict[str, Any]:
 def test_bad_evaluation_record_is_skipped_and_counted(field: str, raw: bytes) -> None:
     good = [json.dumps(evaluation_record(t)).encode() for t in (1, 2)]
     body = metrics_body([good[0], with_raw(evaluation_record(3), field, raw), good[1]], b"}")
-    run = extras.parse_evaluation("20240102030405", body)
+    run = sidefiles.parse_evaluation("20240102030405", body)
     assert (run.trials, run.skipped, run.completed_laps, run.off_track) == (2, 1, 2, 2)
 
 
 def test_deep_evaluation_document_is_malformed() -> None:
     for body in (DEEP, b'{"metrics": [], "x": ' + DEEP + b"}"):
         with pytest.raises(MetricsFileError) as err:
-            extras.parse_evaluation("20240102030405", body)
+            sidefiles.parse_evaluation("20240102030405", body)
         assert err.value.reason == "malformed"
 
 
 SIDE_PARSERS = {
-    "hyperparameters": [extras.hyperparameter_values, extras.hyperparameter_info_labels],
-    "metadata": [extras.model_info_labels, extras.action_space_bounds],
-    "checkpoints": [extras.parse_checkpoints],
+    "hyperparameters": [sidefiles.hyperparameter_values, sidefiles.hyperparameter_info_labels],
+    "metadata": [sidefiles.model_info_labels, sidefiles.action_space_bounds],
+    "checkpoints": [sidefiles.parse_checkpoints],
 }
 SIDE_DOCS: dict[str, list[bytes]] = {
     "hyperparameters": [b'{"lr": %s, "batch_size": 64, "loss_type": "huber"}' % n
@@ -140,10 +140,10 @@ def test_side_documents_with_oversized_numbers_are_read(kind: str) -> None:
     for body in SIDE_DOCS[kind]:
         for parse in SIDE_PARSERS[kind]:
             parse(body)  # never OverflowError/ValueError: the oversized value is just unusable
-    assert extras.hyperparameter_values(SIDE_DOCS["hyperparameters"][0]) == {"batch_size": 64.0}
-    assert extras.action_space_bounds(SIDE_DOCS["metadata"][1]) == {
+    assert sidefiles.hyperparameter_values(SIDE_DOCS["hyperparameters"][0]) == {"batch_size": 64.0}
+    assert sidefiles.action_space_bounds(SIDE_DOCS["metadata"][1]) == {
         "steering_angle_min": 30.0, "steering_angle_max": 30.0}
-    last = extras.parse_checkpoints(SIDE_DOCS["checkpoints"][0]).last
+    last = sidefiles.parse_checkpoints(SIDE_DOCS["checkpoints"][0]).last
     assert last is not None and (last.number, last.eval_metric, last.sim_time_seconds) == (
         3, None, None)
 
@@ -157,8 +157,8 @@ def test_deep_side_documents_are_malformed(kind: str, body: bytes) -> None:
         assert err.value.reason == "malformed"
 
 
-def watch_directory(root: Path) -> ModelWatcher:
-    return ModelWatcher(ModelConfig(name="m", rounds=("m",), directory=str(root)),
+def watch_directory(root: Path) -> ModelCache:
+    return ModelCache(ModelConfig(name="m", rounds=("m",), directory=str(root)),
                         DirectoryStore(root), DeriveSettings())
 
 

@@ -104,7 +104,7 @@ def test_checkpoints_and_bounded_runs(s3: Any, bucket: str, s3_endpoint: str,
     checkpoints = {"last_checkpoint": {"name": "27_Step-20313.ckpt", "time_stamp": 2791.2,
                                        "avg_eval_metric": 100.0},
                    "best_checkpoint": {"name": "25_Step-18764.ckpt", "time_stamp": 2612.9,
-                                       "avg_eval_metric": 100.0}}
+                                       "avg_eval_metric": 96.5}}
     s3.put_object(Bucket=bucket, Key="m/model/deepracer_checkpoints.json",
                   Body=json.dumps(checkpoints).encode())
     exporter = exporter_for(model_config(s3_endpoint, bucket, {"m": "m"},
@@ -112,6 +112,8 @@ def test_checkpoints_and_bounded_runs(s3: Any, bucket: str, s3_endpoint: str,
     got = refresh(exporter)
     assert value(got, "deepracer_model_checkpoint", kind="last") == 27
     assert value(got, "deepracer_model_checkpoint", kind="best") == 25
+    assert value(got, "deepracer_model_checkpoint_eval_metric", kind="last") == 100.0
+    assert value(got, "deepracer_model_checkpoint_eval_metric", kind="best") == 96.5
     assert value(got, "deepracer_model_checkpoint_timestamp_seconds", model="m") > 1.6e9
     runs = {dict(k)["run"] for k in pick(got, "deepracer_evaluation_trials", model="m")}
     assert runs == {"20220709200509", "20220709200711"}  # the newest two of three

@@ -33,8 +33,8 @@ from prometheus_client import CollectorRegistry
 
 from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client
 from deepracer_exporter.config import Config
+from deepracer_exporter.modelcache import VERIFY_SECONDS, VERIFY_TAILS
 from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, key_for
-from deepracer_exporter.watch import VERIFY_SECONDS, VERIFY_TAILS
 from faultproxy import FaultProxy
 from helpers import Samples, config_from, exporter_for, parse, pick, refresh, s3_yaml, scrape, value
 

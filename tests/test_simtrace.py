@@ -22,18 +22,20 @@ import pytest
 from deepracer.logs import DeepRacerLog
 from deepracer.logs.stability import SimtraceStabilityAnalyzer
 
-from deepracer_exporter.extras import evaluation_run_key
-from deepracer_exporter.parse import MetricsFileError
-from deepracer_exporter.simtrace import (
+from deepracer_exporter.layouts import (
     EVALUATION,
     TRAINING,
-    IterationSteps,
     SimtraceKey,
+    evaluation_run_key,
+    simtrace_folders,
+    simtrace_key,
+)
+from deepracer_exporter.parse import MetricsFileError
+from deepracer_exporter.simtrace import (
+    IterationSteps,
     WorkerSteps,
     iteration_steps,
     parse_simtrace,
-    simtrace_folders,
-    simtrace_key,
     timing,
     worker_steps,
 )

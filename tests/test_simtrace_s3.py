@@ -24,19 +24,17 @@ from prometheus_client import CollectorRegistry
 from conftest import upload_dir
 from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client
 from deepracer_exporter.config import ModelConfig
+from deepracer_exporter.layouts import EVALUATION, TRAINING, simtrace_key
+from deepracer_exporter.modelcache import DeriveSettings, ModelCache
 from deepracer_exporter.s3store import S3Store
 from deepracer_exporter.simtrace import (
-    EVALUATION,
-    TRAINING,
     IterationSteps,
     WorkerSteps,
     iteration_steps,
     parse_simtrace,
-    simtrace_key,
     timing,
     worker_steps,
 )
-from deepracer_exporter.watch import DeriveSettings, ModelWatcher
 from helpers import Samples, config_from, exporter_for, pick, refresh, s3_yaml, value
 from test_simtrace import reference, write_wall_clock_model
 
@@ -442,10 +440,10 @@ class Clock:
         return self.now
 
 
-def watcher(s3: Any, bucket: str, clock: Clock) -> tuple[ModelWatcher, CountingStore]:
+def watcher(s3: Any, bucket: str, clock: Clock) -> tuple[ModelCache, CountingStore]:
     store = CountingStore(S3Store(s3, bucket))
     model = ModelConfig(name="m", rounds=("m",), bucket=bucket)
-    return ModelWatcher(model, store, DeriveSettings(), monotonic=clock), store
+    return ModelCache(model, store, DeriveSettings(), monotonic=clock), store
 
 
 def test_listing_cost(s3: Any, bucket: str, samples: Path) -> None:

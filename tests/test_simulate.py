@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from deepracer_exporter.extras import (
-    evaluation_run_key,
+from deepracer_exporter.layouts import evaluation_run_key
+from deepracer_exporter.sidefiles import (
     hyperparameter_values,
     model_info_labels,
     parse_checkpoints,

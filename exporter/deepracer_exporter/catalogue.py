@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from . import __version__, extras
+from . import __version__, sidefiles
 from .config import DEFAULT_ITERATION_STATS, FULL_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import STATS, Derived, IterationStats
@@ -137,14 +137,14 @@ def _best_laps(d: Derived) -> list[Sample]:
     return out
 
 
-def _run_values(fn: Callable[[extras.EvaluationRun], Iterable[Sample]]
+def _run_values(fn: Callable[[sidefiles.EvaluationRun], Iterable[Sample]]
                 ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
     """Samples of every exported evaluation run, labelled by run."""
     return lambda _s, m: [((run.run_id, *labels), v) for run in m.extras.evaluation_runs
                           for labels, v in fn(run)]
 
 
-def _run_lap_seconds(run: extras.EvaluationRun) -> list[Sample]:
+def _run_lap_seconds(run: sidefiles.EvaluationRun) -> list[Sample]:
     if run.lap_seconds_mean is None or run.lap_seconds_best is None:
         return []
     return [(("mean",), run.lap_seconds_mean), (("min",), run.lap_seconds_best)]
@@ -154,7 +154,7 @@ def _info(values: tuple[tuple[str, str], ...], names: tuple[str, ...]) -> list[S
     if not values:
         return []
     found = dict(values)
-    return [(tuple(found.get(k, extras.UNKNOWN) for k in names), 1.0)]
+    return [(tuple(found.get(k, sidefiles.UNKNOWN) for k in names), 1.0)]
 
 
 def _checkpoints(m: ModelSnapshot) -> list[Sample]:
@@ -163,6 +163,14 @@ def _checkpoints(m: ModelSnapshot) -> list[Sample]:
         return []
     return [((kind, ), float(cp.number)) for kind, cp in (("last", cps.last), ("best", cps.best))
             if cp is not None and cp.number is not None]
+
+
+def _checkpoint_metrics(m: ModelSnapshot) -> list[Sample]:
+    cps = m.extras.checkpoints
+    if cps is None:
+        return []
+    return [((kind,), cp.eval_metric) for kind, cp in (("last", cps.last), ("best", cps.best))
+            if cp is not None and cp.eval_metric is not None]
 
 
 def _checkpoints_updated(m: ModelSnapshot) -> list[Sample]:
@@ -430,11 +438,11 @@ FAMILIES: tuple[Family, ...] = (
         values=lambda _s, m: _one(m.extras.best_evaluation_lap)),
     ModelFamily(
         name="deepracer_model_metadata_info", type="gauge", section="evaluation",
-        labels=("model", *extras.MODEL_INFO_LABELS),
+        labels=("model", *sidefiles.MODEL_INFO_LABELS),
         help="model_metadata.json of the latest round (always 1).",
         doc="`model/model_metadata.json` of the latest round; values cut to 64 characters, "
             "`unknown` when missing",
-        values=lambda _s, m: _info(m.extras.metadata, extras.MODEL_INFO_LABELS)),
+        values=lambda _s, m: _info(m.extras.metadata, sidefiles.MODEL_INFO_LABELS)),
     ModelFamily(
         name="deepracer_model_action_space", type="gauge", section="evaluation",
         labels=("model", "bound"),
@@ -450,16 +458,24 @@ FAMILIES: tuple[Family, ...] = (
         values=lambda _s, m: [((n,), v) for n, v in m.extras.hyperparameters]),
     ModelFamily(
         name="deepracer_model_hyperparameters_info", type="gauge", section="evaluation",
-        labels=("model", *extras.HYPERPARAMETER_INFO_LABELS),
+        labels=("model", *sidefiles.HYPERPARAMETER_INFO_LABELS),
         help="Text hyperparameters of the latest round (always 1).",
         doc="text values of the hyperparameters",
         values=lambda _s, m: _info(m.extras.hyperparameter_info,
-                                   extras.HYPERPARAMETER_INFO_LABELS)),
+                                   sidefiles.HYPERPARAMETER_INFO_LABELS)),
     ModelFamily(
         name="deepracer_model_checkpoint", type="gauge", section="evaluation",
         labels=("model", "kind"), help="Checkpoint number from model/deepracer_checkpoints.json.",
         doc="number of the `last` and `best` checkpoint in `model/deepracer_checkpoints.json`",
         values=lambda _s, m: _checkpoints(m)),
+    ModelFamily(
+        name="deepracer_model_checkpoint_eval_metric", type="gauge", section="evaluation",
+        labels=("model", "kind"),
+        help="avg_eval_metric of the last and best checkpoint in deepracer_checkpoints.json.",
+        doc="the trainer's evaluation metric of the `last` and `best` checkpoint "
+            "(`avg_eval_metric`: mean completion percent, or reward when the model's "
+            "`best_model_metric` is reward): what the trainer ranked the checkpoints by",
+        values=lambda _s, m: _checkpoint_metrics(m)),
     ModelFamily(
         name="deepracer_model_checkpoint_timestamp_seconds", type="gauge",
         section="evaluation", labels=MODEL, unit="seconds",

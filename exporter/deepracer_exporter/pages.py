@@ -20,7 +20,7 @@ from html import escape
 from urllib.parse import quote, unquote
 
 from .derive import Derived, IterationStats
-from .extras import EvaluationRun
+from .sidefiles import EvaluationRun
 from .snapshot import ModelSnapshot, Snapshot
 from .svgchart import Axis, Series, chart
 

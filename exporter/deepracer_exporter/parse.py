@@ -165,7 +165,7 @@ def metrics_records(body: bytes, what: str = "") -> tuple[list[Any], bool]:
 
 def read_metrics(body: bytes) -> tuple[Columns, bool]:
     """A TrainingMetrics document -> its columns, and whether every member but `metrics` is a
-    scalar (then the document's last `]` closes the metrics array; see append.py).
+    scalar (then the document's last `]` closes the metrics array; see tail.py).
 
     Raises MetricsFileError("malformed") when it is not `{"metrics": [...], ...}` JSON.
     """

@@ -21,12 +21,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, TypeVar
 
 from .config import Config, DiscoverConfig, ModelConfig, ShardConfig
-from .extras import select_training_keys
+from .layouts import select_training_keys
+from .lograte import LogLimiter
+from .modelcache import DeriveSettings, LargeReads, ModelCache
 from .snapshot import ModelSnapshot, Snapshot
 from .sources import ObjectStore, SourceError
 from .telegraf_listener import PushState
-from .throttle import LogLimiter
-from .watch import DeriveSettings, LargeReads, ModelWatcher
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -179,10 +179,10 @@ class Refresher:
         self._monotonic = monotonic
         self._on_snapshot = on_snapshot
         self._large_reads = large_reads or LargeReads()
-        self._watchers: dict[str, ModelWatcher] = {}
+        self._watchers: dict[str, ModelCache] = {}
         self._named: dict[tuple[str | None, str | None, str], str] = {}
         self._pool: WorkerPool | None = None
-        self._inflight: dict[str, tuple[ModelWatcher, Future[ModelSnapshot]]] = {}
+        self._inflight: dict[str, tuple[ModelCache, Future[ModelSnapshot]]] = {}
         self._published: dict[str, ModelSnapshot] = {}
         self._log = LogLimiter(clock=time.monotonic)
         self._kick = threading.Event()
@@ -287,11 +287,11 @@ class Refresher:
         """
         models, discovery = self._wanted()
         settings = self._settings()
-        watchers: dict[str, ModelWatcher] = {}
+        watchers: dict[str, ModelCache] = {}
         for m in models:
             w = self._watchers.get(m.name)
             if w is None or w.model != m:
-                w = ModelWatcher(m, self._make_store(m), settings, clock=self._clock,
+                w = ModelCache(m, self._make_store(m), settings, clock=self._clock,
                                  monotonic=self._monotonic, large_reads=self._large_reads)
             else:
                 w.reconfigure(settings)

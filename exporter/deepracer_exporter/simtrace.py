@@ -31,98 +31,18 @@ import csv
 import io
 import math
 import operator
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from .extras import evaluation_run_key
 from .parse import FloatArray, IntArray, MetricsFileError
 
 BoolArray = npt.NDArray[np.bool_]
 
 REQUIRED_COLUMNS = ("episode", "steps", "tstamp", "episode_status")
 WALL_CLOCK = "wall_clock"
-TRAINING = "training"
-EVALUATION = "evaluation"
-
-# ---------------------------------------------------------------------------------------------
-# Object keys
-
-
-@dataclass(frozen=True)
-class SimtraceKey:
-    """What one simtrace object is: a training iteration of a worker, or an evaluation run."""
-
-    kind: str  # TRAINING or EVALUATION
-    worker: int
-    iteration: int
-    run: str | None  # evaluation: the run id of its metrics file; DRoA training: the job folder
-
-
-_N = r"(?P<it>\d{1,9})-iteration\.csv"
-_TRAINING_LAYOUTS = (
-    re.compile(rf"^training-simtrace/{_N}$"),  # DRfC, one worker
-    re.compile(rf"^(?P<worker>\d{{1,3}})/training-simtrace/{_N}$"),  # DRfC, several workers
-    re.compile(rf"^sim-trace/training/training-simtrace/{_N}$"),  # console export
-    re.compile(rf"^sim-trace/training/(?P<job>[^/]+)/training-simtrace/{_N}$"),  # DRoA
-)
-_EVALUATION_LAYOUTS = (
-    re.compile(rf"^(?P<folder>evaluation-\d{{14}})/evaluation-simtrace/{_N}$"),  # DRfC
-    re.compile(rf"^sim-trace/evaluation/(?P<folder>[^/]+)/evaluation-simtrace/{_N}$"),  # console
-)
-_FOLDER = re.compile(r"^(?:training-simtrace|sim-trace|\d{1,3}|evaluation-\d{14})$")
-
-
-def _relative(key: str, prefix: str) -> str | None:
-    if not prefix:
-        return key
-    head = prefix.rstrip("/") + "/"
-    return key[len(head):] if key.startswith(head) else None
-
-
-def _evaluation_run(folder: str) -> str | None:
-    """The run id evaluation_run_key gives the run's metrics file, which is named like the folder:
-    `evaluation-<time>` (DRfC), `<time>-<id>` for `evaluation-<time>-<id>.json` (console),
-    `<ISO time>-<name>-evaluation-<id>` (DRoA)."""
-    for name in (f"evaluation/{folder}.json", f"evaluation/evaluation-{folder}.json"):
-        run = evaluation_run_key(name, "")
-        if run is not None:
-            return run
-    return None
-
-
-def simtrace_key(key: str, prefix: str) -> SimtraceKey | None:
-    """Classify an object key under a model's prefix (`<prefix>/...`); None for anything else."""
-    rel = _relative(key, prefix)
-    if rel is None:
-        return None
-    for layout in _TRAINING_LAYOUTS:
-        m = layout.match(rel)
-        if m:
-            groups = m.groupdict()
-            return SimtraceKey(TRAINING, int(groups.get("worker") or 0), int(groups["it"]),
-                               groups.get("job"))
-    for layout in _EVALUATION_LAYOUTS:
-        m = layout.match(rel)
-        if m:
-            run = _evaluation_run(m.group("folder"))
-            return SimtraceKey(EVALUATION, 0, int(m.group("it")), run) if run else None
-    return None
-
-
-def simtrace_folders(children: Iterable[str], prefix: str) -> tuple[str, ...]:
-    """Of a model prefix's immediate folders (as `list_children` gives them), those that can hold
-    simtrace files, so the cache lists them and not the checkpoints beside them."""
-    out = []
-    for child in children:
-        rel = _relative(child, prefix)
-        if rel is not None and _FOLDER.match(rel.rstrip("/")):
-            out.append(child)
-    return tuple(sorted(out))
-
 
 # ---------------------------------------------------------------------------------------------
 # Parsing

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .config import DEFAULT_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import Derived
-from .extras import Checkpoints, EvaluationRun
+from .sidefiles import Checkpoints, EvaluationRun
 from .simtrace import IterationSteps, IterationTiming
 from .telegraf_listener import PolicyState, PushState
 

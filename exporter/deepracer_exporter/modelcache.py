@@ -1,4 +1,4 @@
-"""One model's refresh: list its metrics objects, fetch only what changed, derive, report health.
+"""One model's cache: list its objects, fetch only what changed, derive, report health.
 
 A failed refresh never replaces the last good data: the model keeps serving it with
 `refresh_success` 0, the failure is counted by reason and logged in one line.
@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from . import append, extras, simtrace
-from .append import Mark
+from . import layouts, sidefiles, simtrace, tail
 from .config import ModelConfig
 from .derive import Derived, RoundInput, _episodes_per_worker, derive
+from .lograte import LogLimiter
 from .parse import Columns, MetricsFileError
 from .snapshot import Health, ModelExtras, ModelSnapshot, Simulator, SimulatorIteration
 from .sources import REASONS, Fetched, ObjectInfo, ObjectStore, SourceError
-from .throttle import LogLimiter
+from .tail import Mark
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -164,7 +164,7 @@ class _Trace:
     (a failed read of a new ETag keeps the previous figures and is never tried again)."""
 
     etag: str
-    key: simtrace.SimtraceKey
+    key: layouts.SimtraceKey
     folder: str  # the folder listed to find it
     steps: simtrace.WorkerSteps | None
 
@@ -187,19 +187,19 @@ def _whole(value: float | None, limit: float) -> int | None:
 
 
 def _parse_hyper(body: bytes) -> _Hyper:
-    values = extras.hyperparameter_values(body)
+    values = sidefiles.hyperparameter_values(body)
     return _Hyper(_whole(values.get("num_episodes_between_training"), 1e6),
                   _whole(values.get("term_cond_max_episodes"), 1e12),
                   tuple(sorted(values.items())),
-                  tuple(sorted(extras.hyperparameter_info_labels(body).items())))
+                  tuple(sorted(sidefiles.hyperparameter_info_labels(body).items())))
 
 
 Metadata = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, float], ...]]
 
 
 def _parse_metadata(body: bytes) -> Metadata:
-    return (tuple(extras.model_info_labels(body).items()),
-            tuple(extras.action_space_bounds(body).items()))
+    return (tuple(sidefiles.model_info_labels(body).items()),
+            tuple(sidefiles.action_space_bounds(body).items()))
 
 
 @dataclass
@@ -211,7 +211,7 @@ class _Side:
     value: Any
 
 
-class ModelWatcher:
+class ModelCache:
     """Keeps one model's cache between refreshes; `refresh()` returns its new snapshot."""
 
     def __init__(self, model: ModelConfig, store: ObjectStore, settings: DeriveSettings,
@@ -231,7 +231,7 @@ class ModelWatcher:
         self._overdue_counted = False
         self._objects: dict[str, _Cached] = {}
         self._side: dict[str, _Side] = {}
-        self._runs: dict[str, tuple[str, extras.EvaluationRun]] = {}
+        self._runs: dict[str, tuple[str, sidefiles.EvaluationRun]] = {}
         self._traces: dict[str, _Trace] = {}
         self._simulator: Simulator | None = None
         self._simulator_basis: object = None  # what `_simulator` was computed from
@@ -354,7 +354,7 @@ class ModelWatcher:
     def _refresh(self) -> None:
         changed = self._derived is None or self._rederive
         fresh: dict[str, _Cached] = {}
-        runs: dict[str, tuple[str, extras.EvaluationRun]] = {}
+        runs: dict[str, tuple[str, sidefiles.EvaluationRun]] = {}
         rounds: list[RoundInput] = []
         newest = 0.0
         hyper = _Hyper()
@@ -363,7 +363,7 @@ class ModelWatcher:
             metrics_prefix = f"{prefix}/metrics/"
             listing = {o.key: o for o in self._store.list_objects(metrics_prefix)}
             metrics_state.update((o.key, o.etag) for o in listing.values())
-            selected = extras.select_training_keys(listing, metrics_prefix)
+            selected = layouts.select_training_keys(listing, metrics_prefix)
             if not selected:
                 raise SourceError("not_found", f"no metrics/TrainingMetrics*.json (or console "
                                   f"training/ export) under {self._store.describe(prefix)}")
@@ -401,11 +401,11 @@ class ModelWatcher:
         self._extras = self._build_extras(self.model.rounds[-1], hyper)
 
     def _evaluation_runs(self, listing: dict[str, Any], metrics_prefix: str
-                         ) -> dict[str, tuple[str, extras.EvaluationRun]]:
+                         ) -> dict[str, tuple[str, sidefiles.EvaluationRun]]:
         """Evaluation run files of one round, each parsed once per ETag; a bad one is skipped."""
-        out: dict[str, tuple[str, extras.EvaluationRun]] = {}
+        out: dict[str, tuple[str, sidefiles.EvaluationRun]] = {}
         for key, obj in listing.items():
-            run_id = extras.evaluation_run_key(key, metrics_prefix)
+            run_id = layouts.evaluation_run_key(key, metrics_prefix)
             if run_id is None:
                 continue
             cached = self._runs.get(key)
@@ -417,7 +417,7 @@ class ModelWatcher:
                 got = self._store.get(key, None, self._settings.max_object_bytes)
                 self._downloaded += 1
                 self._bytes += len(got.body or b"")
-                out[key] = (got.etag, extras.parse_evaluation(run_id, got.body or b""))
+                out[key] = (got.etag, sidefiles.parse_evaluation(run_id, got.body or b""))
             except (SourceError, MetricsFileError) as exc:
                 self._side_failure(key, exc)
                 if cached is not None:
@@ -427,13 +427,13 @@ class ModelWatcher:
     def _build_extras(self, prefix: str, hyper: _Hyper) -> ModelExtras:
         metadata, _ = self._read_side(f"{prefix}/model/model_metadata.json", _parse_metadata)
         checkpoints, _ = self._read_side(f"{prefix}/model/deepracer_checkpoints.json",
-                                         extras.parse_checkpoints)
+                                         sidefiles.parse_checkpoints)
         all_runs = [run for _, run in self._runs.values()]
         labels, bounds = metadata.value if metadata.value is not None else ((), ())
         return ModelExtras(
-            evaluation_runs=extras.latest_runs(all_runs, self._settings.max_evaluation_runs),
+            evaluation_runs=sidefiles.latest_runs(all_runs, self._settings.max_evaluation_runs),
             evaluation_run_count=len(all_runs),
-            best_evaluation_lap=extras.best_evaluated_lap(all_runs),
+            best_evaluation_lap=sidefiles.best_evaluated_lap(all_runs),
             metadata=labels,
             action_space=bounds,
             hyperparameters=hyper.values,
@@ -457,17 +457,17 @@ class ModelWatcher:
         unchanged model without simtrace costs no request more. An `evaluation-<time>/` folder,
         and an earlier round, only then and while an exported run's file is not found yet (each
         run writes one, once)."""
-        runs = extras.latest_runs((run for _, run in self._runs.values()),
+        runs = sidefiles.latest_runs((run for _, run in self._runs.values()),
                                   self._settings.max_evaluation_runs)
         exported = {run.run_id for run in runs}
         missing = exported - {t.key.run for t in self._traces.values()
-                              if t.key.kind == simtrace.EVALUATION}
+                              if t.key.kind == layouts.EVALUATION}
         relist = (metrics_state != self._folders_state
                   or self._monotonic() - self._folders_listed >= SIMTRACE_FOLDERS_SECONDS)
         if relist:
             self._folders_state, self._folders_listed = metrics_state, self._monotonic()
         latest = self.model.rounds[-1]
-        found: dict[str, tuple[ObjectInfo, simtrace.SimtraceKey, str]] = {}
+        found: dict[str, tuple[ObjectInfo, layouts.SimtraceKey, str]] = {}
         listed_folders: set[str] = set()
         for prefix in self.model.rounds:
             if prefix != latest and not (relist and any(
@@ -482,8 +482,8 @@ class ModelWatcher:
                     continue
                 listed_folders.add(folder)
                 for obj in objects:
-                    key = simtrace.simtrace_key(obj.key, prefix)
-                    if key is not None and (key.kind == simtrace.EVALUATION or prefix == latest):
+                    key = layouts.simtrace_key(obj.key, prefix)
+                    if key is not None and (key.kind == layouts.EVALUATION or prefix == latest):
                         found.setdefault(obj.key, (obj, key, folder))
         # What was not listed now (its folder skipped, or its listing failed) stays as it was.
         carried = {name: t for name, t in self._traces.items()
@@ -516,12 +516,12 @@ class ModelWatcher:
         if relist or prefix not in self._folders:
             try:
                 children = self._store.list_children(f"{prefix}/")
-                self._folders[prefix] = simtrace.simtrace_folders(children, prefix)
+                self._folders[prefix] = layouts.simtrace_folders(children, prefix)
             except SourceError as exc:
                 self._side_failure(f"{prefix}/", exc)
         out = []
         for folder in self._folders.get(prefix, ()):
-            run = simtrace.simtrace_key(f"{folder}evaluation-simtrace/0-iteration.csv", prefix)
+            run = layouts.simtrace_key(f"{folder}evaluation-simtrace/0-iteration.csv", prefix)
             if run is not None:  # an evaluation-<time>/ folder of DRfC
                 if relist and run.run in missing:
                     out.append(folder)
@@ -529,15 +529,15 @@ class ModelWatcher:
                 out.append(folder)
         return out
 
-    def _choose_simtrace(self, keys: dict[str, simtrace.SimtraceKey], latest: str,
+    def _choose_simtrace(self, keys: dict[str, layouts.SimtraceKey], latest: str,
                          exported: set[str]) -> list[str]:
         """The objects whose figures are exported: the exported evaluation runs, and the latest
         `max_iterations` training iterations of one layout. Of several DeepRacer on AWS job
         folders the latest (its name starts with the ISO time) is taken; where both a single
         worker's `training-simtrace/` and numbered worker folders exist, the numbered ones (the
         same prefix trained later with several workers)."""
-        out = [n for n, k in keys.items() if k.kind == simtrace.EVALUATION and k.run in exported]
-        training = {n: k for n, k in keys.items() if k.kind == simtrace.TRAINING}
+        out = [n for n, k in keys.items() if k.kind == layouts.EVALUATION and k.run in exported]
+        training = {n: k for n, k in keys.items() if k.kind == layouts.TRAINING}
         if not training:
             return out
         job = max(k.run or "" for k in training.values())
@@ -550,7 +550,7 @@ class ModelWatcher:
         out += [n for n, k in training.items() if k.iteration in window]
         return out
 
-    def _read_trace(self, obj: ObjectInfo, key: simtrace.SimtraceKey, folder: str,
+    def _read_trace(self, obj: ObjectInfo, key: layouts.SimtraceKey, folder: str,
                     cached: _Trace | None) -> _Trace | None:
         """Read and reduce one new simtrace object. A bad one (malformed, too large) is counted
         and logged once, keeps the previous figures and is not read again at this ETag; one
@@ -583,7 +583,7 @@ class ModelWatcher:
         for t in self._traces.values():
             if t.steps is None:
                 continue
-            if t.key.kind == simtrace.TRAINING:
+            if t.key.kind == layouts.TRAINING:
                 training.setdefault(t.key.iteration, {})[t.key.worker] = t.steps
             elif t.key.run is not None:
                 runs.setdefault(t.key.run, []).append(t.steps)
@@ -651,7 +651,7 @@ class ModelWatcher:
         body = got.body or b""
         self._bytes += len(body)
         try:
-            columns, mark = append.decode(body)
+            columns, mark = tail.decode(body)
         except MetricsFileError as exc:
             raise MetricsFileError(exc.reason, f"{self._store.describe(key)}: {exc}") from None
         if (cached is not None and len(columns) and len(cached.columns)
@@ -668,16 +668,16 @@ class ModelWatcher:
     def _verification_due(self, cached: _Cached) -> bool:
         return cached.tails > 0 and self._monotonic() - cached.verified >= VERIFY_SECONDS
 
-    def _fetch_tail(self, obj: ObjectInfo, cached: _Cached, mark: append.Mark) -> _Cached | None:
+    def _fetch_tail(self, obj: ObjectInfo, cached: _Cached, mark: tail.Mark) -> _Cached | None:
         """Read only what was appended since the last read; None when a full read is needed."""
         got = self._store.get_range(obj.key, mark.range_start, obj.etag)
         if got is None or got.body is None:
             return None
         self._bytes += len(got.body)
-        found = append.appended(got.body, mark)
+        found = tail.appended(got.body, mark)
         if found is None:
             return None
         self._tail += 1
         new, new_mark = found
-        return _Cached(got.etag, got.last_modified, append.concat(cached.columns, new),
+        return _Cached(got.etag, got.last_modified, tail.concat(cached.columns, new),
                        new_mark, cached.tails + 1, cached.verified)

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepracer_exporter import append
+from deepracer_exporter import tail
 from deepracer_exporter.parse import Columns
 
 FIELDS = ("episode", "trial", "phase", "status", "reward", "completion", "elapsed_ms")
@@ -48,16 +48,16 @@ def test_append_equals_full_read(old: list[Any], new: list[Any], trailer: dict[s
                                  indent: int | None) -> None:
     before = document(old, trailer, indent)
     after = document(old + new, trailer, indent)
-    old_columns, mark = append.decode(before)
+    old_columns, mark = tail.decode(before)
     if mark is None:
         return
-    found = append.appended(after[mark.range_start:], mark)
+    found = tail.appended(after[mark.range_start:], mark)
     if indent is None:
         assert found is not None  # the simulator's compact layout is always read by its tail
     if found is not None:
         got, new_mark = found
-        full, full_mark = append.decode(after)
-        assert same(append.concat(old_columns, got), full)
+        full, full_mark = tail.decode(after)
+        assert same(tail.concat(old_columns, got), full)
         assert new_mark == full_mark
 
 
@@ -67,16 +67,16 @@ def test_anything_but_an_append_is_declined(old: list[Any], other: list[Any],
                                             trailer: dict[str, Any], data: Any) -> None:
     before = document(old, trailer)
     after = document(other, trailer)
-    old_columns, mark = append.decode(before)
+    old_columns, mark = tail.decode(before)
     if mark is None or len(after) <= mark.range_start:
         return
     cut = data.draw(st.integers(mark.range_start, len(after)))
-    found = append.appended(after[mark.range_start:cut], mark)
+    found = tail.appended(after[mark.range_start:cut], mark)
     if found is not None:  # only when `after` really is `before` plus records
         got, _ = found
         assert cut == len(after)
         assert other[:len(old)] == old
-        assert same(append.concat(old_columns, got), append.decode(after)[0])
+        assert same(tail.concat(old_columns, got), tail.decode(after)[0])
 
 
 def test_new_records_that_are_not_strict_json_are_declined() -> None:
@@ -86,14 +86,14 @@ def test_new_records_that_are_not_strict_json_are_declined() -> None:
            "completion_percentage": 5, "elapsed_time_in_milliseconds": 9,
            "episode_status": "Off track"}
     before = document([rec], {"version": 2.0})
-    _, mark = append.decode(before)
+    _, mark = tail.decode(before)
     assert mark is not None
     for odd in (float("nan"), float("inf")):
         after = document([rec, {**rec, "reward_score": odd}], {"version": 2.0})
-        assert append.appended(after[mark.range_start:], mark) is None
-        full, _ = append.decode(after)
+        assert tail.appended(after[mark.range_start:], mark) is None
+        full, _ = tail.decode(after)
         assert (len(full), full.skipped) == (1, 1)
     broken = before[:mark.close] + b', {"episode": "\xff"}' + before[mark.close:]
-    assert append.appended(broken[mark.range_start:], mark) is None
+    assert tail.appended(broken[mark.range_start:], mark) is None
     spaced = before[:mark.close] + b"\x0c, " + json.dumps(rec).encode() + before[mark.close:]
-    assert append.appended(spaced[mark.range_start:], mark) is None  # not JSON whitespace
+    assert tail.appended(spaced[mark.range_start:], mark) is None  # not JSON whitespace

@@ -1,6 +1,7 @@
 """Evaluation runs, console/DRoA training layout, model metadata, hyperparameters, checkpoints.
 
-Expected values are computed here from the raw sample JSON, independently of extras.py.
+Expected values are computed here from the raw sample JSON, independently of layouts.py and
+sidefiles.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from deepracer_exporter.extras import (
+from deepracer_exporter.layouts import evaluation_run_key, evaluation_run_time, select_training_keys
+from deepracer_exporter.parse import MetricsFileError, parse_document
+from deepracer_exporter.sidefiles import (
     HYPERPARAMETER_INFO_LABELS,
     MAX_LABEL_LENGTH,
     MODEL_INFO_LABELS,
@@ -20,17 +23,13 @@ from deepracer_exporter.extras import (
     action_space_bounds,
     best_evaluated_lap,
     bounded,
-    evaluation_run_key,
-    evaluation_run_time,
     hyperparameter_info_labels,
     hyperparameter_values,
     latest_runs,
     model_info_labels,
     parse_checkpoints,
     parse_evaluation,
-    select_training_keys,
 )
-from deepracer_exporter.parse import MetricsFileError, parse_document
 
 MP = "rl-deepracer-sagemaker/metrics/"
 
