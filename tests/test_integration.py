@@ -31,10 +31,16 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from telegraf.client import TelegrafClient
 
 import dashboards as dash
 from deepracer_exporter.app import Exporter
-from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, generate_documents
+from deepracer_exporter.simulate import (
+    TrainingSimulator,
+    TrainingSpec,
+    generate_documents,
+    generate_files,
+)
 from helpers import Samples, config_from, exporter_for, parse, pick, s3_yaml, scrape, value
 from promserver import PromServer
 from test_parity import console_file, load_reference, upload_round
@@ -54,7 +60,11 @@ WRITE_EVERY_S = 0.3
 WRITE_FOR_S = 5.0
 REFRESH = "0.5s"
 TOL = 1e-9
-STATIC_MODELS = ("single", "workers", "rounds", "discovered/found", "nolaps", "collapsed")
+STATIC_MODELS = ("single", "workers", "rounds", "discovered/found", "nolaps", "collapsed", "full")
+# `full`: a simulated DRfC training with everything a real one writes (simtrace with wall clock,
+# evaluation runs and their simtrace, metadata, checkpoints) and the trainer's metrics push.
+FULL = TrainingSpec(episodes_between_training=10, seed=31, learning_speed=3.0,
+                    max_episodes=10**6)
 LIVE_MODELS = ("stalling", "finished")
 # Prometheus target labels added to every scraped series.
 TARGET_LABELS = {"job", "instance"}
@@ -210,6 +220,10 @@ def stack(s3: Any, s3_endpoint: str, samples: Path) -> Iterator[Stack]:
             s3.put_object(Bucket=bucket, Key=f"{prefix}/metrics/TrainingMetrics.json", Body=doc)
         models.append(f"  - name: {name}\n    bucket: {bucket}\n    rounds: {prefixes}\n")
 
+    for key, body in generate_files(FULL, 10 * 12, prefix="full").items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    models.append(f"  - name: full\n    bucket: {bucket}\n    prefix: full\n")
+
     sims = {}
     for name, spec in SPECS.items():
         sim = TrainingSimulator(spec)
@@ -222,6 +236,7 @@ def stack(s3: Any, s3_endpoint: str, samples: Path) -> Iterator[Stack]:
     config = config_from(
         'listen: "127.0.0.1:0"\n'
         f"refresh_interval: {REFRESH}\n"
+        'telegraf:\n  listen: "127.0.0.1:0"\n'
         + s3_yaml(s3_endpoint)
         + "models:\n" + "".join(models)
         + f"discover:\n  - bucket: {bucket}\n    prefix: discovered\n"
@@ -236,6 +251,17 @@ def stack(s3: Any, s3_endpoint: str, samples: Path) -> Iterator[Stack]:
     prom: PromServer | None = None
     try:
         exporter.start()
+        assert exporter.push is not None
+        # What DRfC's trainer pushes after an iteration: one line per policy-training epoch.
+        client = TelegrafClient(host="127.0.0.1", port=exporter.push.port)
+        for epoch, entropy in enumerate((1.05, 1.0, 0.97)):
+            client.metric("dr_sagemaker_epochs", {"entropy": entropy, "epoch": epoch,
+                                                  "kl_divergence": 0.01, "surrogate_loss": -0.02},
+                          tags={"model": "full"})
+        deadline = time.monotonic() + 10
+        while exporter.push.receiver.state().lines["policy"] < 3:
+            assert time.monotonic() < deadline, "pushed lines not received"
+            time.sleep(0.05)
         prom = PromServer(f"127.0.0.1:{exporter.port}", rule_files=other_rules,
                           extra_rules=rules_text)
         st = Stack(s3, bucket, exporter, prom, rules_text, sims, {}, samples)
@@ -430,7 +456,11 @@ def model_has(got: Samples, model: str) -> set[str]:
                          ("evaluation_lap", "deepracer_model_best_evaluation_lap_seconds"),
                          ("metadata", "deepracer_model_metadata_info"),
                          ("hyperparameters", "deepracer_model_hyperparameter"),
-                         ("checkpoints", "deepracer_model_checkpoint")):
+                         ("checkpoints", "deepracer_model_checkpoint"),
+                         ("simtrace", "deepracer_model_step_p95_seconds"),
+                         ("wall_clock", "deepracer_model_real_time_factor"),
+                         ("evaluation_simtrace", "deepracer_evaluation_step_seconds"),
+                         ("push", "deepracer_policy_entropy")):
         if pick(got, family, model=model):
             has.add(flag)
     return has
@@ -445,14 +475,17 @@ def satisfied(q: dash.Query, has: set[str]) -> bool:
 
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     got = stack.metrics()
-    # The sample model has everything every panel may require.
+    # The real sample has everything its layout can hold; the simulated full training adds
+    # simtrace with a wall clock and the push: together they exercise every dashboard query.
     assert model_has(got, "single") >= {"completed_lap", "evaluation", "per_iteration",
                                         "completed_lap+evaluation", "evaluation_runs",
                                         "evaluation_lap", "metadata", "hyperparameters",
                                         "checkpoints"}
-    single = model_has(got, "single")
-    assert all(satisfied(q, single) for q in dash.queries_for_model("single")), \
-        "the sample model must exercise every dashboard query"
+    assert model_has(got, "full") >= {"simtrace", "wall_clock", "evaluation_simtrace", "push",
+                                      "per_iteration", "evaluation_runs"}
+    unmet = [q for q in dash.queries_for_model("any")
+             if not any(satisfied(q, model_has(got, m)) for m in (*STATIC_MODELS, *LIVE_MODELS))]
+    assert not unmet, f"no model exercises {[(q.panel_title, q.ref_id) for q in unmet]}"
     checked = 0
     empty = []
     for model in (*STATIC_MODELS, *LIVE_MODELS):
