@@ -1,5 +1,5 @@
 # The two commands README.md promises: `make demo` and `make test`.
-.PHONY: demo test lint bench soak
+.PHONY: demo test test-fast lint bench soak
 
 demo:
 	./scripts/setup.sh demo
@@ -12,6 +12,11 @@ lint:
 
 test: lint
 	.venv/bin/python -m pytest -q
+
+# Unit, parsing and derivation tests only (about half a minute): the edit-test loop.
+test-fast:
+	./scripts/setup.sh test
+	.venv/bin/python -m pytest -q -m fast
 
 bench:
 	./scripts/setup.sh test

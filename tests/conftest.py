@@ -77,3 +77,18 @@ def samples() -> Path:
         return sample_logs()
     except SampleDataError as exc:
         pytest.fail(f"sample data unavailable: {exc}", pytrace=False)
+
+
+# The edit-test loop's tier (`make test-fast`, about half a minute): unit, parsing and derivation
+# tests that need no server but the in-process S3 endpoint. `make test` runs everything.
+FAST_MODULES = frozenset({
+    "test_catalogue", "test_config", "test_decode", "test_derive", "test_history",
+    "test_layouts_and_sidefiles", "test_samples", "test_shard", "test_simtrace",
+    "test_simulate", "test_tail", "test_webconfig",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in FAST_MODULES:
+            item.add_marker(pytest.mark.fast)
