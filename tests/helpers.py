@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client
 from deepracer_exporter.config import Config, parse_config
+from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, key_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -68,3 +69,24 @@ def require_tool(name: str, package: str) -> str:
         pytest.fail(f"{name} not found on PATH: run ./scripts/setup.sh test "
                     f"(apt-get install {package})")
     return path
+
+
+class Training:
+    """A simulated training in S3, its document rewritten per step as DRfC does."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str, seed: int = 1,
+                 episodes: int = 60) -> None:
+        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+        self.sim = TrainingSimulator(TrainingSpec(episodes_between_training=10, seed=seed))
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/ip/hyperparameters.json",
+                      Body=self.sim.hyperparameters())
+        self.advance(episodes)
+
+    def advance(self, episodes: int) -> None:
+        self.sim.advance(episodes)
+        self.s3.put_object(Bucket=self.bucket, Key=key_for(self.prefix, 0),
+                           Body=self.sim.document(0))
+
+    @property
+    def last_iteration(self) -> int:
+        return self.sim.iterations - 1

@@ -27,9 +27,8 @@ import pytest
 
 from deepracer_exporter.app import Exporter
 from deepracer_exporter.config import S3Settings
-from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, key_for
 from faultproxy import FaultProxy
-from helpers import Samples, config_from, exporter_for, parse, pick, scrape, value
+from helpers import Samples, Training, config_from, exporter_for, parse, pick, scrape, value
 
 T = TypeVar("T")
 
@@ -51,26 +50,6 @@ def fault_yaml(endpoint: str, models: dict[str, str], extra: str = "",
         text += "models:\n" + "".join(f"  - name: {name}\n    bucket: {bucket}\n"
                                       f"    prefix: {name}\n" for name, bucket in models.items())
     return text
-
-
-class Training:
-    """A simulated training written into S3 as DRfC writes it (document rewritten per step)."""
-
-    def __init__(self, s3: Any, bucket: str, prefix: str, seed: int = 1) -> None:
-        self.s3, self.bucket, self.prefix = s3, bucket, prefix
-        self.sim = TrainingSimulator(TrainingSpec(episodes_between_training=10, seed=seed))
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/ip/hyperparameters.json",
-                      Body=self.sim.hyperparameters())
-        self.advance(60)
-
-    def advance(self, episodes: int) -> None:
-        self.sim.advance(episodes)
-        self.s3.put_object(Bucket=self.bucket, Key=key_for(self.prefix, 0),
-                           Body=self.sim.document(0))
-
-    @property
-    def last_iteration(self) -> int:
-        return self.sim.iterations - 1
 
 
 def per_iteration(got: Samples, model: str) -> dict[Any, float]:

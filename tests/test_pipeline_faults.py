@@ -36,7 +36,18 @@ from deepracer_exporter.config import Config
 from deepracer_exporter.modelcache import VERIFY_SECONDS, VERIFY_TAILS
 from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, key_for
 from faultproxy import FaultProxy
-from helpers import Samples, config_from, exporter_for, parse, pick, refresh, s3_yaml, scrape, value
+from helpers import (
+    Samples,
+    Training,
+    config_from,
+    exporter_for,
+    parse,
+    pick,
+    refresh,
+    s3_yaml,
+    scrape,
+    value,
+)
 
 LIMITS = "  connect_timeout: 500ms\n  read_timeout: 1s\n  max_attempts: 2\n"
 STUCK = 0.2  # seconds per byte of a dripping answer: far below the 1 s read timeout
@@ -50,25 +61,6 @@ def models_yaml(models: dict[str, str]) -> str:
     """`models:` with one entry per name -> bucket (prefix = name)."""
     return "models:\n" + "".join(f"  - name: {name}\n    bucket: {bucket}\n    prefix: {name}\n"
                                  for name, bucket in models.items())
-
-
-class Training:
-    """A simulated training in S3, its document rewritten per step as DRfC does."""
-
-    def __init__(self, s3: Any, bucket: str, prefix: str, seed: int = 1,
-                 episodes: int = 60) -> None:
-        self.s3, self.bucket, self.prefix = s3, bucket, prefix
-        self.sim = TrainingSimulator(TrainingSpec(episodes_between_training=10, seed=seed))
-        self.advance(episodes)
-
-    def advance(self, episodes: int) -> None:
-        self.sim.advance(episodes)
-        self.s3.put_object(Bucket=self.bucket, Key=key_for(self.prefix, 0),
-                           Body=self.sim.document(0))
-
-    @property
-    def last_iteration(self) -> int:
-        return self.sim.iterations - 1
 
 
 def new_bucket(s3: Any, name: str) -> str:
