@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import socket
 import statistics
 import threading
 from collections import Counter, defaultdict
@@ -11,7 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from telegraf.protocol import Line
 
 from deepracer_exporter.layouts import evaluation_run_key
 from deepracer_exporter.sidefiles import (
@@ -25,6 +29,7 @@ from deepracer_exporter.simulate import (
     STATUSES,
     TrainingSimulator,
     TrainingSpec,
+    UdpPusher,
     clone_prefix,
     evaluation_key,
     evaluation_simtrace_key,
@@ -32,9 +37,11 @@ from deepracer_exporter.simulate import (
     generate_files,
     hyperparameters_key,
     key_for,
+    parse_push_target,
     run_simulation,
     simtrace_key,
 )
+from deepracer_exporter.telegraf_listener import parse_line
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 FIELDS = [
@@ -402,6 +409,211 @@ def test_run_simulation_retries_failed_writes() -> None:
     assert all(n == 3 for n in failures.values())
     recs = training(records(store[key_for("m", 0)]))
     assert [r["episode"] for r in recs] == list(range(1, 9))
+
+
+# -- DRfC's metrics push ------------------------------------------------------------------------
+
+def episode_line(model: str, worker: int, rec: dict[str, Any]) -> str:
+    """What deepracer-simapp's s3_metrics.py sends per record, through pytelegraf itself."""
+    return str(Line("dr_training_episodes",
+                    {"reward": rec["reward_score"], "progress": rec["completion_percentage"],
+                     "elapsed_time": rec["elapsed_time_in_milliseconds"]},
+                    {"phase": rec["phase"], "status": rec["episode_status"], "model": model,
+                     "worker": str(worker)}).to_line_protocol())
+
+
+def epoch_line(model: str, epoch: int, entropy: Any, kl: Any, loss: Any) -> str:
+    """What the trainer's rl_coach patch sends per epoch (float32 means), through pytelegraf."""
+    return str(Line("dr_sagemaker_epochs",
+                    {"surrogate_loss": np.float32(loss), "kl_divergence": np.float32(kl),
+                     "entropy": np.float32(entropy), "epoch": epoch},
+                    {"model": model}).to_line_protocol())
+
+
+def test_push_lines_are_what_the_drfc_containers_send() -> None:
+    """Step by step: every new record's episode line (pytelegraf's own formatting, escapes
+    included), and after an iteration's last training episode the num_epochs epoch lines."""
+    model = "my model,v2=x"
+    spec = TrainingSpec(episodes_between_training=6, workers=2, seed=4, num_epochs=4)
+    sim = TrainingSimulator(spec)
+    counts = [0, 0]
+    updates = 0
+    for _ in range(6 * 5 + 2):
+        before = sim.iterations
+        sim.advance(1)
+        lines = sim.take_push_lines(model)
+        new = []
+        for w in range(2):
+            recs = records(sim.document(w))
+            new += [episode_line(model, w, r) for r in recs[counts[w]:]]
+            counts[w] = len(recs)
+        episodes = [x for x in lines if x.startswith("dr_training_episodes,")]
+        assert sorted(episodes) == sorted(new)
+        epochs = lines[len(episodes):]
+        if sim.iterations == before:
+            assert epochs == []
+            continue
+        # the trainer's update follows the iteration's last episode and worker 0's evaluation
+        assert "phase=training" in lines[0]
+        assert all("phase=evaluation" in x for x in episodes[1:]) and len(episodes) >= 3
+        assert epochs == [epoch_line(model, *e) for e in sim.policy_update(before)]
+        assert [parse_line(x).fields["epoch"] for x in epochs] == [0.0, 1.0, 2.0, 3.0]
+        assert {parse_line(x).tags["model"] for x in lines} == {model}
+        updates += 1
+    assert updates == 5
+    assert sim.take_push_lines(model) == []
+
+
+def test_push_lines_without_episodes_are_the_trainers_alone() -> None:
+    spec = TrainingSpec(episodes_between_training=5, seed=6)
+    sim = TrainingSimulator(spec)
+    sim.advance(5 * 3 + 1)
+    lines = sim.take_push_lines("m", episodes=False)
+    assert len(lines) == 3 * spec.num_epochs
+    assert all(x.startswith("dr_sagemaker_epochs,model=m entropy=") for x in lines)
+
+
+def test_policy_updates_look_like_ppo_training() -> None:
+    """Entropy near ln(14) at first, falling slowly and steadily; a clone's starts lower; KL
+    grows over an update's epochs; the surrogate loss is small and mostly negative."""
+    spec = TrainingSpec(seed=7)
+    sim = TrainingSimulator(spec)
+    updates = [sim.policy_update(i) for i in range(150)]
+    assert all(len(u) == spec.num_epochs for u in updates)
+    assert all(isinstance(v, np.float32) for u in updates for e in u for v in e[1:])
+    entropy = [statistics.mean(float(e[1]) for e in u) for u in updates]
+    ceiling = math.log(14)
+    assert ceiling - 0.15 < entropy[0] <= ceiling
+    windows = [statistics.mean(entropy[i:i + 10]) for i in range(0, 150, 10)]
+    assert all(a > b for a, b in itertools.pairwise(windows)), windows
+    assert 0.5 < entropy[0] - entropy[-1] < 1.2  # slowly: still far from deterministic
+    assert max(abs(a - b) for a, b in itertools.pairwise(entropy)) < 0.1
+    for u in updates:
+        kl = [float(e[2]) for e in u]
+        assert all(0 < k < 0.1 for k in kl)
+        assert kl == sorted(kl)
+    losses = [float(e[3]) for u in updates for e in u]
+    assert all(-0.2 < x < 0.01 for x in losses)
+    assert sum(x < 0 for x in losses) > 0.95 * len(losses)
+    clone = TrainingSimulator(replace(spec, pretrained_iterations=30))
+    assert clone.policy_update(0)[0][1] < updates[0][0][1] - 0.2
+
+
+def test_push_lines_deterministic_and_independent_of_chunking_and_taking() -> None:
+    spec = TrainingSpec(episodes_between_training=7, workers=3, seed=12)
+    whole = TrainingSimulator(spec)
+    whole.advance(7 * 9 + 3)
+    lines = whole.take_push_lines("p")
+    assert len([x for x in lines if x.startswith("dr_sagemaker_epochs")]) == 9 * 3
+    pieces = TrainingSimulator(spec)
+    got = []
+    for chunk in [1, 5, 30, 7, 1, 22]:
+        pieces.advance(chunk)
+        got += pieces.take_push_lines("p")
+    assert got == lines
+    # taking lines draws nothing from the training's own generators
+    untaken = TrainingSimulator(spec)
+    untaken.advance(7 * 9 + 3)
+    assert untaken.documents() == pieces.documents() == whole.documents()
+    assert untaken.take_files() == whole.take_files()
+    other = TrainingSimulator(replace(spec, seed=13))
+    other.advance(7 * 9 + 3)
+    assert other.take_push_lines("p") != lines
+
+
+def test_run_simulation_pushes_each_rounds_lines_tagged_with_its_prefix() -> None:
+    store: dict[str, bytes] = {}
+    pushed: list[str] = []
+    stop = threading.Event()
+
+    def put(key: str, body: bytes) -> None:
+        store[key] = body
+
+    def push(line: str) -> None:
+        pushed.append(line)
+        if line.startswith("dr_sagemaker_epochs,model=m-2 "):
+            stop.set()
+
+    spec = TrainingSpec(episodes_between_training=4, max_episodes=8, seed=3)
+    thread = threading.Thread(target=run_simulation, args=(put, [("m", spec)], 0.0, stop, 4),
+                              kwargs={"push": push})
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    first = TrainingSimulator(spec)
+    first.advance(8)
+    expected = first.take_push_lines("m")
+    assert pushed[:len(expected)] == expected
+    rest = pushed[len(expected):]
+    assert rest and all(",model=m-2," in x or ",model=m-2 " in x for x in rest)
+    assert sum(x.startswith("dr_sagemaker_epochs") for x in rest) == spec.num_epochs
+
+
+def test_a_failing_push_never_stops_the_simulation() -> None:
+    store: dict[str, bytes] = {}
+    stop = threading.Event()
+    calls = 0
+
+    def put(key: str, body: bytes) -> None:
+        store[key] = body
+        if len(training(records(store[key_for("m", 0)]) if key_for("m", 0) in store
+                        else [])) >= 12:
+            stop.set()
+
+    def push(line: str) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError("network is unreachable")
+
+    models = [("m", TrainingSpec(episodes_between_training=4, seed=1))]
+    thread = threading.Thread(target=run_simulation, args=(put, models, 0.0, stop, 1),
+                              kwargs={"push": push})
+    thread.start()
+    thread.join(timeout=30)
+    stop.set()
+    thread.join()
+    assert len(training(records(store[key_for("m", 0)]))) >= 12
+    assert calls >= 12  # tried every tick, lost each time
+
+
+def test_udp_pusher_sends_one_line_per_datagram_and_survives_bad_targets() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    port = receiver.getsockname()[1]
+    targets: list[tuple[str, int] | None] = [None]
+    pusher = UdpPusher(lambda: targets[-1])
+    try:
+        pusher("dropped: nowhere to send yet")
+        targets.append(("no-such-host.invalid", port))
+        pusher("dropped: the name does not resolve")
+        pusher("dropped too")
+        assert (pusher.sent, pusher.failed) == (0, 2)
+        targets.append(("localhost", port))
+        pusher("dr_sagemaker_epochs,model=a entropy=1.5,epoch=0i,kl_divergence=0.01,"
+               "surrogate_loss=-0.02")
+        pusher("second")
+        assert receiver.recv(65535) == (b"dr_sagemaker_epochs,model=a entropy=1.5,epoch=0i,"
+                                        b"kl_divergence=0.01,surrogate_loss=-0.02\n")
+        assert receiver.recv(65535) == b"second\n"
+        assert (pusher.sent, pusher.failed) == (2, 2)
+    finally:
+        pusher.close()
+        receiver.close()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("exporter:8092", ("exporter", 8092)),
+    ("127.0.0.1:9", ("127.0.0.1", 9)),
+    ("exporter", None), (":8092", None), ("exporter:0", None), ("exporter:65536", None),
+    ("exporter:udp", None),
+])
+def test_parse_push_target(text: str, expected: tuple[str, int] | None) -> None:
+    if expected is None:
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_push_target(text)
+    else:
+        assert parse_push_target(text) == expected
 
 
 # -- the other files of a training: formats and parsers ----------------------------------------

@@ -37,11 +37,20 @@ The wall clock is simulated too (`TrainingSpec.start_unix` plus simulated second
 policy update between iterations taking about `policy_update_s`), so simtrace files are
 deterministic; only the live writer names evaluation runs after the real time it writes them.
 
+It can also push what DRfC's containers push to Telegraf when `DR_TELEGRAF_HOST` is set
+(`take_push_lines`, sent by `UdpPusher`; formats in telegraf_listener's docstring): the
+simulator's `dr_training_episodes` line for every record it writes, and after each iteration the
+trainer's `num_epochs` `dr_sagemaker_epochs` lines of the policy update (entropy falling slowly as
+the policy learns, KL divergence growing over an update's epochs, a small negative surrogate
+loss), as pytelegraf formats them: one line per datagram, fields and tags sorted, integers with
+`i`, the trainer's float32 values widened to doubles, no timestamp.
+
 Everything is deterministic for a `TrainingSpec.seed` (`random.Random(seed)`), and chunking does
-not matter: `advance(1)` n times writes the same records (and `take_files` returns the same
-files) as `advance(n)` or `generate_documents(spec, n)`. Simtrace rows and evaluation runs come
-from their own generators seeded per (seed, worker, iteration), drawn only when taken, so the
-metrics documents are the same whether or not anyone asks for them.
+not matter: `advance(1)` n times writes the same records (and `take_files` and
+`take_push_lines` return the same) as `advance(n)` or `generate_documents(spec, n)`. Simtrace
+rows, evaluation runs and policy updates come from their own generators seeded per (seed, worker,
+iteration), drawn only when taken, so the metrics documents are the same whether or not anyone
+asks for them.
 """
 
 from __future__ import annotations
@@ -51,18 +60,23 @@ import json
 import logging
 import math
 import random
+import socket
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+
+import numpy as np
 
 __all__ = [
     "SIMTRACE_COLUMNS",
     "STATUSES",
     "TrainingSimulator",
     "TrainingSpec",
+    "UdpPusher",
     "clone_prefix",
     "evaluation_key",
     "evaluation_simtrace_key",
@@ -70,6 +84,8 @@ __all__ = [
     "generate_files",
     "hyperparameters_key",
     "key_for",
+    "line_protocol",
+    "parse_push_target",
     "run_simulation",
     "simtrace_key",
 ]
@@ -100,6 +116,9 @@ _EVAL_OFF_TRACK_PENALTY_S = 5.0  # DRfC's DR_EVAL_OFF_TRACK_PENALTY default
 _EVAL_MAX_RESETS = 100  # DRfC's DR_EVAL_MAX_RESETS default
 # The samples' action space: steering -30..30 by 10 degrees, speed 1 or 2 m/s.
 _ACTIONS = tuple((-30.0 + 10.0 * (i // 2), 1.0 + (i % 2)) for i in range(14))
+POLICY_MEASUREMENT = "dr_sagemaker_epochs"  # the trainer's, once per policy-training epoch
+EPISODE_MEASUREMENT = "dr_training_episodes"  # the simulator's, once per metrics record
+_POLICY_UPDATE = -1  # marks the end of an iteration (its policy update) in the write order
 
 
 @dataclass(frozen=True)
@@ -285,6 +304,12 @@ class TrainingSimulator:
         self._checkpoint: dict[str, dict[str, object]] | None = None
         self._checkpoint_changed = False
         self._started = False
+        # Write order for the push: a worker index per record, _POLICY_UPDATE after each
+        # iteration (2 bytes a record, so a 100k-episode generation does not mind it).
+        self._order = array("h")
+        self._push_position = 0  # in _order: what take_push_lines has handed out
+        self._push_records = [0] * spec.workers  # per worker: records handed out
+        self._push_iteration = 0  # the next policy update to hand out
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -327,6 +352,7 @@ class TrainingSimulator:
                 self._plan_iteration()
             worker, rec, done = self._pending.popleft()
             self._records[worker].append(rec)
+            self._order.append(worker)
             self._changed.add(worker)
             self._episodes += 1
             added += 1
@@ -335,9 +361,11 @@ class TrainingSimulator:
             if not self._pending:
                 if self._pending_eval:
                     self._records[0].extend(self._pending_eval)
+                    self._order.extend([0] * len(self._pending_eval))
                     self._changed.add(0)
                     self._pending_eval = []
                 self._finish_iteration()
+                self._order.append(_POLICY_UPDATE)
                 self._iteration += 1
         return added
 
@@ -541,6 +569,65 @@ class TrainingSimulator:
         }
         return json.dumps(doc, indent=4).encode()
 
+    # -- DRfC's metrics push -----------------------------------------------------------------
+    def policy_update(self, iteration: int) -> list[tuple[int, np.float32, np.float32,
+                                                          np.float32]]:
+        """(epoch, entropy, KL divergence, surrogate loss) of the `num_epochs` epochs of the
+        policy update after `iteration`, as the float32 means the trainer sends.
+
+        Entropy starts near ln(14) (a uniform choice among the 14 actions) and falls slowly as
+        the policy trains (a clone's starts lower), a little within an update too; the KL
+        divergence from the previous policy grows over an update's epochs and shrinks as
+        training settles; the surrogate loss is small and negative, nearer 0 for a good policy.
+        """
+        spec = self.spec
+        rng = random.Random(f"policy:{spec.seed}:{iteration}")
+        trained = iteration * spec.learning_speed + spec.pretrained_iterations
+        settled = 1.0 - math.exp(-trained / 90.0)
+        entropy = math.log(len(_ACTIONS)) * (0.98 - 0.5 * settled) + rng.gauss(0.0, 0.015)
+        kl = (0.004 + 0.012 * (1.0 - settled)) * rng.lognormvariate(0.0, 0.35)
+        untrained = 1.0 - self.skill(iteration) / spec.max_skill
+        loss = -(0.003 + 0.03 * untrained) * rng.lognormvariate(0.0, 0.3)
+        return [(epoch,
+                 np.float32(entropy - 0.004 * epoch + rng.gauss(0.0, 0.002)),
+                 np.float32(kl * (0.4 + 0.6 * (epoch + 1)) * rng.uniform(0.9, 1.1)),
+                 np.float32(loss * (1.0 + 0.3 * epoch) + rng.gauss(0.0, 0.001)))
+                for epoch in range(spec.num_epochs)]
+
+    def take_push_lines(self, prefix: str, episodes: bool = True) -> list[str]:
+        """The lines DRfC's containers would have pushed since the last call, in write order.
+
+        The simulator's `dr_training_episodes` line for every record written (all workers,
+        worker 0's evaluation records included; none with `episodes=False`), and after each
+        iteration the trainer's `dr_sagemaker_epochs` lines of its policy update. Both are
+        tagged `model=<prefix>`: DRfC tags them with the S3 prefix the model is written to.
+        """
+        model = prefix.strip("/")
+        lines: list[str] = []
+        for i in range(self._push_position, len(self._order)):
+            worker = self._order[i]
+            if worker == _POLICY_UPDATE:
+                for epoch, entropy, kl, loss in self.policy_update(self._push_iteration):
+                    lines.append(line_protocol(
+                        POLICY_MEASUREMENT,
+                        {"entropy": entropy, "epoch": epoch, "kl_divergence": kl,
+                         "surrogate_loss": loss},
+                        {"model": model}))
+                self._push_iteration += 1
+                continue
+            record = self._records[worker][self._push_records[worker]]
+            self._push_records[worker] += 1
+            if episodes:
+                doc = json.loads(record)
+                lines.append(line_protocol(
+                    EPISODE_MEASUREMENT,
+                    {"reward": doc["reward_score"], "progress": doc["completion_percentage"],
+                     "elapsed_time": doc["elapsed_time_in_milliseconds"]},
+                    {"phase": doc["phase"], "status": doc["episode_status"], "model": model,
+                     "worker": str(worker)}))
+        self._push_position = len(self._order)
+        return lines
+
     # -- simtrace and evaluation runs --------------------------------------------------------
     def _simtrace(self, share: _WorkerIteration) -> bytes:
         rng = random.Random(f"simtrace:{self.spec.seed}:{share.worker}:{share.iteration}")
@@ -661,6 +748,79 @@ def _episode_rows(lines: list[str], rng: random.Random, episode: int, steps_befo
     return steps_before + n
 
 
+def _escape(text: str) -> str:
+    """pytelegraf's escaping of measurements, tag keys and tag values (backslashes are not)."""
+    return text.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+
+
+def _field(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value}i"
+    return f"{value}"  # as str.format prints it: numpy's float32 widened to a double
+
+
+def line_protocol(measurement: str, fields: dict[str, object], tags: dict[str, str]) -> str:
+    """One line of InfluxDB line protocol exactly as pytelegraf's `Line.to_line_protocol`
+    writes it (what DRfC's containers send): tags and fields sorted by name, integers with
+    an `i` suffix, other numbers as `str.format` prints them (a float32 comes out widened to
+    a double, `2.583181858062744`), no timestamp (numbers only: the containers send no
+    string fields)."""
+    tag_text = ",".join(f"{_escape(k)}={_escape(v)}" for k, v in sorted(tags.items()))
+    field_text = ",".join(f"{_escape(k)}={_field(v)}" for k, v in sorted(fields.items())
+                          if v is not None)
+    return f"{_escape(measurement)}{',' + tag_text if tag_text else ''} {field_text}"
+
+
+def parse_push_target(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (e.g. `exporter:8092`, DRfC's DR_TELEGRAF_HOST and DR_TELEGRAF_PORT) ->
+    (host, port); ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT such as exporter:8092, got {text!r}")
+    return host, int(port)
+
+
+class UdpPusher:
+    """Sends lines the way DRfC's containers do (pytelegraf's TelegrafClient): each line and
+    its newline in one UDP datagram, fire and forget.
+
+    `target()` gives (host, port), or None while there is nowhere to send yet (the line is
+    dropped, like a datagram to a listener that is not up). The host is resolved at every send,
+    so a compose service that comes up later is found. A failing send (unknown host, network
+    down) drops the line and never raises: it is counted in `failed` and logged when sending
+    starts failing and when it works again, not for every line.
+    """
+
+    def __init__(self, target: Callable[[], tuple[str, int] | None]) -> None:
+        self._target = target
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sent = 0
+        self.failed = 0
+        self._failing = False
+
+    def __call__(self, line: str) -> None:
+        try:
+            target = self._target()
+            if target is None:
+                return
+            self._sock.sendto(line.encode("utf-8") + b"\n", target)
+        except OSError as exc:
+            self.failed += 1
+            if not self._failing:
+                log.warning("simulate: pushing DRfC's metrics failed (%s); lines are dropped "
+                            "until it works", exc)
+                self._failing = True
+            return
+        self.sent += 1
+        if self._failing:
+            log.info("simulate: pushing to %s:%d works again (%d lines dropped so far)",
+                     target[0], target[1], self.failed)
+            self._failing = False
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def _pick(u: float) -> int:
     for i, bound in enumerate(_FAILURE_CUM_WEIGHTS):
         if u < bound:
@@ -724,6 +884,8 @@ def run_simulation(
     episodes_per_tick: int = 1,
     clock: Callable[[], float] = time.time,
     delete_object: Callable[[str], None] | None = None,
+    push: Callable[[str], None] | None = None,
+    push_episodes: bool = True,
 ) -> None:
     """Advance every model each `interval_s` and upload what changed, until `stop` is set.
 
@@ -735,6 +897,11 @@ def run_simulation(
     k - 2 wrote (a long demo keeps two rounds per model, and its bucket stays bounded). A failing
     write or delete (e.g. minio not up yet) is logged and retried on the next tick instead of
     ending the simulation.
+
+    With `push` (e.g. a `UdpPusher`), each tick then hands it what DRfC's containers would
+    have pushed meanwhile (`TrainingSimulator.take_push_lines`: the trainer's policy-update
+    epochs after each iteration, and with `push_episodes` the simulator's episode lines),
+    tagged with the round's prefix. A push that raises loses those lines, nothing more.
     """
     rounds = [_start_round(prefix, spec, 1, clock()) for prefix, spec in models]
     previous: list[_Round | None] = [None] * len(rounds)
@@ -767,12 +934,22 @@ def run_simulation(
                 if _put(put_object, key, current.sim.document(worker)):
                     current.dirty.discard(worker)
                     current.written.add(key)
+            if push is not None:
+                _push(push, current.sim.take_push_lines(current.prefix, push_episodes))
         if delete_object is not None:
             # Metrics documents last: the round stays a model until nothing else is left.
             for key in sorted(doomed, key=lambda k: "/metrics/TrainingMetrics" in k):
                 if _call(delete_object, key):
                     doomed.discard(key)
         stop.wait(interval_s)
+
+
+def _push(push: Callable[[str], None], lines: list[str]) -> None:
+    try:
+        for line in lines:
+            push(line)
+    except Exception as exc:  # a push is fire and forget: the training goes on without it
+        log.warning("simulate: pushing failed (%s); this tick's other lines are dropped", exc)
 
 
 def _put(put_object: Callable[[str, bytes], None], key: str, body: bytes) -> bool:
