@@ -260,6 +260,21 @@ def test_demo_pipeline_wiring(default_cfg: dict[str, Any]) -> None:
     assert s["trainer"]["healthcheck"]["test"] == ["NONE"]
 
 
+def test_demo_trainer_pushes_to_the_exporters_listener(default_cfg: dict[str, Any]) -> None:
+    """The trainer pushes DRfC's metrics to the exporter service's UDP port, on which the
+    mounted exporter config listens for every interface of its container."""
+    from deepracer_exporter.simulate import parse_push_target
+
+    s = default_cfg["services"]
+    cmd = s["trainer"]["command"]
+    host, port = parse_push_target(cmd[cmd.index("--push-to") + 1])
+    assert host == "exporter" and host in s
+    config = _exporter_config_module().load_config(
+        _bind_mounts(s["exporter"])[EXPORTER_CONFIG_TARGET], env={})
+    assert config.telegraf_listen == ("0.0.0.0", port)
+    assert port == 8092  # DRfC's DR_TELEGRAF_PORT default, and what the Dockerfile EXPOSEs
+
+
 def test_drfc_override_drops_demo_services_and_joins_sagemaker_local(
         drfc_cfg: dict[str, Any]) -> None:
     services = drfc_cfg["services"]
