@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,7 @@ from deepracer_exporter.catalogue import FAMILIES, ExporterFamily, Family, Itera
 from deepracer_exporter.config import DEFAULT_ITERATION_STATS
 from deepracer_exporter.demo import DEMO_MODELS, Demo
 from deepracer_exporter.parse import PHASES
+from deepracer_exporter.telegraf_listener import parse_line
 from helpers import Samples, parse, scrape
 from promserver import DEFAULT_JOB, PromServer
 
@@ -185,3 +189,30 @@ def test_dashboard_variables_list_the_demo_models(complete: Samples, prom: PromS
             assert want <= values, (board["uid"], name, query)
             checked += 1
     assert checked >= 2
+
+
+def test_simulate_pushes_to_the_target_it_is_given(s3_endpoint: str) -> None:
+    """`deepracer-exporter simulate --push-to HOST:PORT` (the compose trainer): the demo models'
+    S3 writes, and the trainer's epoch lines over UDP to HOST:PORT; a bad target is refused."""
+    refused = subprocess.run([sys.executable, "-m", "deepracer_exporter.cli", "simulate",
+                              "--bucket", "demo-push", "--push-to", "exporter"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "HOST:PORT" in refused.stderr
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(30)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deepracer_exporter.cli", "simulate", "--endpoint-url",
+         s3_endpoint, "--bucket", f"demo-push-{time.time_ns()}", "--interval", "0.01s",
+         "--push-to", f"localhost:{receiver.getsockname()[1]}", "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    models: set[str] = set()
+    try:
+        while models != set(MODELS):
+            line = parse_line(receiver.recv(65535).decode())
+            if line.measurement == "dr_sagemaker_epochs":
+                models.add(line.tags["model"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        receiver.close()

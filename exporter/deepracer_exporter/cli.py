@@ -199,6 +199,12 @@ def _simulate_parser(prog: str, demo: bool) -> argparse.ArgumentParser:
         p.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://minio:9000")
         p.add_argument("--bucket", required=True)
         p.add_argument("--region", default="us-east-1")
+        p.add_argument("--push-to", metavar="HOST:PORT",
+                       help="also push DRfC's metrics (policy-training epochs, episodes) over "
+                            "UDP there, as DR_TELEGRAF_HOST:DR_TELEGRAF_PORT, e.g. exporter:8092")
+        p.add_argument("--no-push-episodes", action="store_true",
+                       help="with --push-to, push only the trainer's epochs, not the "
+                            "simulator's episode lines")
     p.add_argument("--interval", default="0.5s", help="time between simulated episodes")
     p.add_argument("--log-level", default="info")
     return p
@@ -206,6 +212,7 @@ def _simulate_parser(prog: str, demo: bool) -> argparse.ArgumentParser:
 
 def _main_simulate(argv: list[str]) -> int:
     from .demo import run_simulate
+    from .simulate import parse_push_target
 
     args = _simulate_parser("deepracer-exporter simulate", demo=False).parse_args(argv)
     _setup_logging(args.log_level)
@@ -215,13 +222,19 @@ def _main_simulate(argv: list[str]) -> int:
         print(f"--interval: expected a duration like 0.5s, got {args.interval!r}",
               file=sys.stderr)
         return 2
+    try:
+        push_to = None if args.push_to is None else parse_push_target(args.push_to)
+    except ValueError as exc:
+        print(f"--push-to: {exc}", file=sys.stderr)
+        return 2
     from .app import make_s3_client
 
     client = make_s3_client(S3Settings(endpoint_url=args.endpoint_url, region=args.region))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_simulate(client, args.bucket, interval, stop)
+    run_simulate(client, args.bucket, interval, stop, push_to,
+                 push_episodes=not args.no_push_episodes)
     return 0
 
 
