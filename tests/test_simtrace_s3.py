@@ -492,3 +492,26 @@ def test_listing_cost(s3: Any, bucket: str, samples: Path) -> None:
     w.refresh()
     assert store.lists == [("objects", "m/metrics/"), ("children", "m/"),
                            ("objects", "m/training-simtrace/")]
+
+
+def test_a_growing_training_lists_its_folders_at_most_every_minute(s3: Any, bucket: str,
+                                                                   samples: Path) -> None:
+    """Every episode rewrites the metrics file: that alone relists the model's folders at most
+    once a minute (a new key, e.g. an evaluation run's file, relists at once)."""
+    upload_training(s3, bucket, samples, (0,))
+    clock = Clock()
+    w, store = watcher(s3, bucket, clock)
+    w.refresh()
+    key = "m/metrics/TrainingMetrics.json"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    grown = body.replace(b"]", b"] ", 1)  # another version of the same key
+    s3.put_object(Bucket=bucket, Key=key, Body=grown)
+    clock.now += 30
+    store.lists.clear()
+    w.refresh()
+    assert ("children", "m/") not in store.lists
+    s3.put_object(Bucket=bucket, Key=key, Body=grown + b" ")  # grown again, a minute on
+    clock.now += 30
+    store.lists.clear()
+    w.refresh()
+    assert ("children", "m/") in store.lists

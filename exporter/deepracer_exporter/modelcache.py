@@ -44,6 +44,7 @@ SIMTRACE_MAX_BYTES = 16 * 1024**2
 # A model's folders are listed again (to find new simtrace folders) when its metrics listing
 # changed, and at least this often (an evaluation's simtrace may land after its metrics file).
 SIMTRACE_FOLDERS_SECONDS = 600.0
+SIMTRACE_GROWN_SECONDS = 60.0
 # A tail read trusts that the bytes before the new records did not change. That is checked by a
 # full read: of the next growth after VERIFY_TAILS tail reads in a row, and at the first refresh
 # VERIFY_SECONDS after the last full read of an object tail-read since (changed or not).
@@ -238,6 +239,7 @@ class ModelCache:
         self._folders: dict[str, tuple[str, ...]] = {}  # round prefix -> its simtrace folders
         self._folders_state: object = None  # the metrics listing when they were listed
         self._folders_listed = -math.inf  # monotonic
+        self._folders_keys: frozenset[str] = frozenset()
         self._extras = ModelExtras()
         self._derived: Derived | None = None
         self._last_update: float | None = None
@@ -453,7 +455,8 @@ class ModelCache:
         Listing cost: the latest round's training folders (`training-simtrace/`, one per worker
         `<n>/`, or `sim-trace/`) one LIST each every refresh, so the file of an iteration that
         just ended is found at once. The model's folders themselves (one delimiter LIST per
-        round) only when its metrics listing changed or every SIMTRACE_FOLDERS_SECONDS: an
+        round) when its metrics listing gained a key, at most every SIMTRACE_GROWN_SECONDS while
+        its files only grow, and every SIMTRACE_FOLDERS_SECONDS: an
         unchanged model without simtrace costs no request more. An `evaluation-<time>/` folder,
         and an earlier round, only then and while an exported run's file is not found yet (each
         run writes one, once)."""
@@ -462,10 +465,17 @@ class ModelCache:
         exported = {run.run_id for run in runs}
         missing = exported - {t.key.run for t in self._traces.values()
                               if t.key.kind == layouts.EVALUATION}
-        relist = (metrics_state != self._folders_state
-                  or self._monotonic() - self._folders_listed >= SIMTRACE_FOLDERS_SECONDS)
+        # New keys (a worker, an evaluation run) relist at once; a file that only grew (every
+        # episode of a training) at most every SIMTRACE_GROWN_SECONDS, so a live training's
+        # refreshes do not all pay a folder LIST.
+        metrics_keys = frozenset(key for key, _ in metrics_state)
+        since = self._monotonic() - self._folders_listed
+        relist = (metrics_keys != self._folders_keys or since >= SIMTRACE_FOLDERS_SECONDS
+                  or (metrics_state != self._folders_state
+                      and since >= SIMTRACE_GROWN_SECONDS))
         if relist:
             self._folders_state, self._folders_listed = metrics_state, self._monotonic()
+            self._folders_keys = metrics_keys
         latest = self.model.rounds[-1]
         found: dict[str, tuple[ObjectInfo, layouts.SimtraceKey, str]] = {}
         listed_folders: set[str] = set()
