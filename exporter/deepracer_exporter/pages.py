@@ -252,28 +252,20 @@ def charts_html(derived: Derived, window: int) -> str:
                 _points(evaluation, "completion"), axis="right")],
         Axis("Average reward"), Axis("Average completion", percent=True))
     rolling = f"rolling mean of {window}"
-    completion = chart(
-        "Completion per iteration (mean)",
-        [Series("evaluation:completion:mean", "Evaluation", EVALUATION,
-                _points(evaluation, "completion"), mark="dots"),
-         Series("evaluation:rolling_completion:mean", f"Evaluation, {rolling}", EVALUATION,
-                _points(evaluation, "rolling_completion"), mark="rolling"),
-         Series("training:completion:mean", "Training", TRAINING,
-                _points(train, "completion"), mark="dots"),
-         Series("training:rolling_completion:mean", f"Training, {rolling}", TRAINING,
-                _points(train, "rolling_completion"), mark="rolling")],
-        Axis("Percent complete (mean)", percent=True))
-    reward = chart(
-        "Reward per iteration (mean)",
-        [Series("evaluation:reward:mean", "Evaluation", EVALUATION,
-                _points(evaluation, "reward"), mark="dots"),
-         Series("evaluation:rolling_reward:mean", f"Evaluation, {rolling}", EVALUATION,
-                _points(evaluation, "rolling_reward"), mark="rolling"),
-         Series("training:reward:mean", "Training", TRAINING,
-                _points(train, "reward"), mark="dots"),
-         Series("training:rolling_reward:mean", f"Training, {rolling}", TRAINING,
-                _points(train, "rolling_reward"), mark="rolling")],
-        Axis("Reward (mean)"))
+    def progress(name: str, title: str, axis: Axis) -> str:
+        """plotProgress' view of one statistic: each iteration's mean as dots, the rolling line."""
+        series = []
+        for phase, label, colour, rows in (("evaluation", "Evaluation", EVALUATION, evaluation),
+                                           ("training", "Training", TRAINING, train)):
+            series += [Series(f"{phase}:{name}:mean", label, colour, _points(rows, name),
+                              mark="dots"),
+                       Series(f"{phase}:rolling_{name}:mean", f"{label}, {rolling}", colour,
+                              _points(rows, f"rolling_{name}"), mark="rolling")]
+        return chart(title, series, axis)
+
+    completion = progress("completion", "Completion per iteration (mean)",
+                          Axis("Percent complete (mean)", percent=True))
+    reward = progress("reward", "Reward per iteration (mean)", Axis("Reward (mean)"))
     return (
         '<h2>Reward graph</h2><p class="note">As in the DeepRacer console: average reward of '
         "the training episodes of each iteration (left axis) and the average track completion "
