@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from deepracer_exporter import catalogue
 from deepracer_exporter.catalogue import FAMILIES, ITERATION_FAMILIES
 from deepracer_exporter.config import FULL_ITERATION_STATS
-from deepracer_exporter.server import Exposition
+from deepracer_exporter.exposition import Exposition
 from deepracer_exporter.snapshot import Snapshot
 from helpers import Samples, config_from, exporter_for, parse
 

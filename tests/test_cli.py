@@ -228,7 +228,7 @@ def loaded_modules(*args: str) -> set[str]:
 
 def test_each_command_imports_only_what_it_needs(model_dir: Path, tmp_path: Path) -> None:
     """Start-up (issue 16): --check-config loads neither the pipeline nor the server, and a
-    directory-only --once never loads botocore (or boto3)."""
+    directory-only --once never loads botocore (or boto3), the HTTP server or the web config."""
     path = write_config(tmp_path, f"models:\n  - name: drfc1\n    directory: {model_dir}\n"
                         "    prefix: drfc1\n")
     checked = loaded_modules("--config", str(path), "--check-config")
@@ -237,3 +237,4 @@ def test_each_command_imports_only_what_it_needs(model_dir: Path, tmp_path: Path
     once = loaded_modules("--config", str(path), "--once")
     assert "deepracer_exporter.refresher" in once  # it did refresh
     assert not {m for m in once if m.startswith(("botocore", "boto3"))}
+    assert not {"deepracer_exporter.server", "deepracer_exporter.webconfig"} & once

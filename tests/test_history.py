@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from deepracer_exporter.server import Exposition
+from deepracer_exporter.exposition import Exposition
 from deepracer_exporter.snapshot import Snapshot
 from helpers import Samples, config_from, exporter_for, parse
 

@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client import CollectorRegistry
 
-from deepracer_exporter.server import Exposition, MetricsServer
+from deepracer_exporter.exposition import Exposition
+from deepracer_exporter.server import MetricsServer
 from deepracer_exporter.snapshot import Snapshot
 from deepracer_exporter.webconfig import (
     BasicAuth,

@@ -6,17 +6,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from .config import Config, DiscoverConfig, ModelConfig, S3Settings
+from .exposition import Exposition
 from .refresher import Refresher
-from .server import Exposition, MetricsServer
 from .snapshot import Snapshot
 from .sources import DirectoryStore, ObjectStore
 from .telegraf_listener import PushReceiver, UdpListener
-from .webconfig import WebConfig
+
+if TYPE_CHECKING:
+    from .server import MetricsServer
+    from .webconfig import WebConfig
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -114,6 +117,8 @@ class Exporter:
             self.push.start()
         self.refresher.refresh_once()
         if serve:
+            from .server import MetricsServer  # --once never loads the HTTP server
+
             self.server = MetricsServer(config.listen_host, config.listen_port, self.exposition,
                                         self._web)
             t = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)

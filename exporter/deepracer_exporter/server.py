@@ -1,8 +1,8 @@
 """HTTP: `/metrics` serves the exposition rendered once per refresh; scrapes never touch S3.
 
-Rendering happens when a snapshot is swapped in (`Exposition.update`), so a scrape is a lookup
-of ready bytes (plain or gzip), whatever the number of concurrent scrapers. Only the small
-"live" collectors (process and platform) are read per scrape.
+Rendering happens when a snapshot is swapped in (exposition.py), so a scrape is a lookup of
+ready bytes (plain or gzip), whatever the number of concurrent scrapers. Only the small "live"
+collectors (process and platform) are read per scrape.
 
 Connections cost a file descriptor, not a thread: one loop thread accepts them, waits for
 requests on all of them at once (TLS handshakes included) and hands each complete request head
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import io
 import logging
 import re
@@ -26,19 +25,15 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .collector import SnapshotCollector
+from .exposition import Exposition
 from .pages import Pages
-from .render import IterationRenderer
-from .snapshot import Snapshot
 from .webconfig import BasicAuth, WebConfig, ssl_context
 
 log = logging.getLogger(__name__)
@@ -48,91 +43,6 @@ _OUT_OF_FILES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
               b"Content-Length: 0\r\n\r\n")
 _ALLOW = "GET, HEAD"
-
-
-class Rendered:
-    """A body as parts, served with one writelines: the models' cached chunks are not copied
-    into one large string (with 100 models x 500 iterations that string is 300 MB). The gzip
-    parts (concatenated gzip members: one valid stream, RFC 1952) are made when first asked for."""
-
-    def __init__(self, plain_parts: tuple[bytes, ...],
-                 make_gzip: Callable[[], tuple[bytes, ...]]) -> None:
-        self.plain_parts = plain_parts
-        self._make_gzip = make_gzip
-        self._gzip: tuple[bytes, ...] | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def gzip_ready(self) -> bool:
-        """Whether the gzip parts have been made (a body nobody asked gzip for never is)."""
-        return self._gzip is not None
-
-    @property
-    def gzip_parts(self) -> tuple[bytes, ...]:
-        with self._lock:
-            if self._gzip is None:
-                self._gzip = self._make_gzip()
-            return self._gzip
-
-    @property
-    def plain(self) -> bytes:
-        return b"".join(self.plain_parts)
-
-    @property
-    def gzipped(self) -> bytes:
-        return b"".join(self.gzip_parts)
-
-
-class Exposition:
-    """Holds the latest rendered exposition; `update` renders a new snapshot once.
-
-    `registry` is rendered with each snapshot; `live` (process and platform collectors) is
-    rendered at every scrape, so `process_*` is the value at scrape time, not at the last
-    refresh. `rendered` holds the per-snapshot parts only; `body` puts both together."""
-
-    def __init__(self, registry: CollectorRegistry | None = None,
-                 live: CollectorRegistry | None = None) -> None:
-        self._snapshot: Snapshot | None = None
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.registry.register(SnapshotCollector(self._current))
-        self.live = live
-        self._lock = threading.Lock()
-        self.iterations = IterationRenderer()
-        self.rendered = Rendered((), lambda: (gzip.compress(b""),))
-        self._gzip_wanted = False  # set by the first gzip request; then compressed eagerly
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        """The snapshot `rendered` was made from (None before the first update)."""
-        return self._snapshot
-
-    def _current(self) -> Snapshot:
-        assert self._snapshot is not None
-        return self._snapshot
-
-    def update(self, snapshot: Snapshot) -> None:
-        with self._lock:  # one render at a time; readers use the previous bytes meanwhile
-            self._snapshot = snapshot
-            body = generate_latest(self.registry)
-            families = self.iterations.render(snapshot)
-            rendered = Rendered((body, *families.plain),
-                                lambda: (gzip.compress(body, 6), *families.gzipped()))
-            if self._gzip_wanted:  # compress here, in the refresh thread, not in a scrape
-                rendered.gzip_parts  # noqa: B018
-            self.rendered = rendered
-
-    def body(self, gzipped: bool) -> tuple[bytes, ...]:
-        """The parts of one response: the live collectors, read now, then the cached parts."""
-        rendered = self.rendered
-        self._gzip_wanted = self._gzip_wanted or gzipped
-        if self.live is None:
-            return rendered.gzip_parts if gzipped else rendered.plain_parts
-        live = generate_latest(self.live)
-        if not live:
-            return rendered.gzip_parts if gzipped else rendered.plain_parts
-        if gzipped:
-            return (gzip.compress(live, 1), *rendered.gzip_parts)
-        return (live, *rendered.plain_parts)
 
 
 def accepts_gzip(header: str | None) -> bool:
