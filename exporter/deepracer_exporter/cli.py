@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -13,16 +14,17 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .config import Config, ConfigInvalid, S3Settings, load_config, parse_duration
 from .sources import ClientSetupError
-from .webconfig import WebConfig, WebConfigInvalid, load_web_config, ssl_context
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from .app import StoreFactory
+    from .webconfig import WebConfig
 
 # Each command imports what it needs when it runs: --check-config loads neither the refresh
-# pipeline nor the server, and a directory-only config never loads botocore (start-up time,
-# measured with `python -X importtime`, docs/bench.md).
+# pipeline nor the server, --once not the server nor the web config (TLS, bcrypt), and a
+# directory-only config never loads botocore (start-up time, measured with
+# `python -X importtime`, docs/bench.md).
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -95,6 +97,8 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
         log.error("cannot listen on %s:%s: %s", config.listen_host, config.listen_port,
                   exc.strerror or exc)
         return 1
+    gc.freeze()  # see _main_serve: what start-up made stays; what serving makes is collected
+    gc.enable()
     scheme = "https" if web is not None and web.tls is not None else "http"
     log.info("serving %s://%s:%d/metrics (%d models; refresh every %gs)", scheme,
              config.listen_host, exporter.port, len(exporter.snapshot.models),
@@ -151,6 +155,20 @@ def _once(config: Config, timeout: float) -> int:
 
 
 def _main_serve(argv: list[str]) -> int:
+    """Start-up makes objects that live as long as the process (modules, the S3 client's
+    service model, the configuration). The cyclic GC is kept off while they are made, then told
+    to leave them alone (`gc.freeze`) rather than walk them again and again, and once more at
+    interpreter exit: about 45 ms of every start (docs/bench.md). `_serve` turns it back on
+    once serving; `--once` ends without it."""
+    gc.disable()
+    try:
+        return _serve_command(argv)
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+def _serve_command(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
@@ -160,6 +178,8 @@ def _main_serve(argv: list[str]) -> int:
         return 2
     web = None
     if args.web_config:
+        from .webconfig import WebConfigInvalid, load_web_config, ssl_context
+
         try:
             web = load_web_config(args.web_config)
             ssl_context(web)  # a certificate that does not load fails here, not at first scrape
