@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from hypothesis import strategies as st
 from deepracer_exporter import sidefiles
 from deepracer_exporter.config import ModelConfig
 from deepracer_exporter.modelcache import DeriveSettings, ModelCache
-from deepracer_exporter.parse import MetricsFileError, parse_document, parse_records
+from deepracer_exporter.parse import (
+    _STATUS_CODE,
+    PHASES,
+    MetricsFileError,
+    _SimappRecord,
+    parse_document,
+    parse_records,
+)
 from deepracer_exporter.snapshot import ModelSnapshot
 from deepracer_exporter.sources import DirectoryStore
 
@@ -266,6 +274,27 @@ def test_same_file_same_numbers_however_it_is_read(records: list[Any], cut: int,
     assert beside_invalid.derived.skipped_records == whole.derived.skipped_records + 1
     assert dataclasses.replace(beside_invalid.derived,
                                skipped_records=whole.derived.skipped_records) == whole.derived
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=some_records, float_ints=st.booleans())
+def test_every_decoder_path_gives_the_columns_of_python_values(records: list[Any],
+                                                                float_ints: bool) -> None:
+    """The document as the simapp writes it (decoded into `_SimappRecord`), with records of any
+    other type beside (decoded into `_Record`, or one by one) and with `1.0` for integers: the
+    columns equal those of the records read by Python's json."""
+    if float_ints:
+        records = [{k: float(v) if isinstance(v, int) else v for k, v in r.items()}
+                   if isinstance(r, dict) else r for r in records]
+    body = json.dumps({"metrics": records, "version": 2.0}).encode()
+    got, want = parse_document(body), parse_records(records)
+    assert (columns_of(got), got.skipped) == (columns_of(want), want.skipped)
+
+
+def test_simapp_record_knows_the_statuses_and_phases_the_columns_code() -> None:
+    hints = typing.get_type_hints(_SimappRecord)
+    assert set(typing.get_args(hints["episode_status"])) == set(_STATUS_CODE)
+    assert typing.get_args(hints["phase"]) == PHASES
 
 
 def test_tail_read_applies_the_same_rule(tmp_path: Path) -> None:
