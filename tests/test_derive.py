@@ -93,11 +93,12 @@ def test_rolling_matches_pandas_with_gaps() -> None:
     from deepracer_exporter.derive import _rolling
 
     rng = np.random.default_rng(1)
-    values = rng.normal(size=200) * 1000
-    values[rng.random(200) < 0.3] = np.nan
-    for window in (1, 3, 5, 17):
-        want = pd.Series(values).rolling(window, min_periods=1).mean().to_numpy()
+    values = rng.normal(size=(200, 3)) * 1000  # columns are rolled each on its own
+    values[rng.random((200, 3)) < 0.3] = np.nan
+    for window in (1, 3, 5, 17, 400):
+        want = pd.DataFrame(values).rolling(window, min_periods=1).mean().to_numpy()
         np.testing.assert_allclose(_rolling(values, window), want, atol=1e-9, equal_nan=True)
+    assert _rolling(np.zeros((0, 4)), 5).shape == (0, 4)
 
 
 def test_plateau_counts_iterations_since_best() -> None:
@@ -170,3 +171,80 @@ def test_unusable_documents(body: bytes) -> None:
 
 def test_valid_empty_document() -> None:
     assert len(parse_document(json.dumps({"metrics": []}).encode())) == 0
+
+
+def sorted_group_stats(gid: Any, ngroups: int, values: Any) -> Any:
+    """Plain reference: each group sorted on its own (NaN last, ties in input order); the mean
+    sums the sorted group; the median of an even count is the mean of the middle two."""
+    out = np.full((ngroups, 4), np.nan)
+    order = np.argsort(gid, kind="stable")
+    bounds = np.cumsum(np.bincount(gid, minlength=ngroups))[:-1]
+    for g, v in enumerate(np.split(values[order], bounds)):
+        v = np.sort(v, kind="stable")
+        if v.size:
+            out[g] = (np.add.reduceat(v, [0])[0] / v.size,
+                      (v[(v.size - 1) // 2] + v[v.size // 2]) / 2.0, v[0], v[-1])
+    return out
+
+
+def same_bits(a: Any, b: Any) -> bool:
+    """Equal down to the sign of zero; any NaN equals any NaN (NaN is never exported)."""
+    return a.shape == b.shape and bool(np.all((np.isnan(a) & np.isnan(b))
+                                              | (a.view(np.int64) == b.view(np.int64))))
+
+
+GROUPINGS = {
+    # iterations of one worker: equal groups in order
+    "in order": lambda rng: np.repeat(np.arange(300), 20),
+    # workers concatenated: each worker's iterations in order, the groups interleaved
+    "workers": lambda rng: np.concatenate([np.repeat(np.arange(300), 7)] * 3),
+    "shuffled, empty groups": lambda rng: rng.choice(np.arange(0, 600, 3), 5000),
+    # one group holding nearly everything: too sparse for the padded grid
+    "lopsided": lambda rng: np.concatenate([np.zeros(5000, np.int64), np.arange(1, 2000)]),
+    # more groups than int16 counts, dense and lopsided
+    "40000 groups": lambda rng: rng.permutation(np.repeat(np.arange(40000), 2)),
+    "40000 groups, lopsided": lambda rng: np.concatenate(
+        [np.arange(40000), np.full(9000, 7)]),
+    "one record": lambda rng: np.array([3]),
+}
+
+
+@pytest.mark.parametrize("values_kind", ["ties", "signed zeros", "nan", "spread"])
+@pytest.mark.parametrize("grouping", sorted(GROUPINGS))
+def test_grouped_stats_equal_a_plain_per_group_reference(grouping: str,
+                                                         values_kind: str) -> None:
+    from deepracer_exporter.derive import _phase_stats
+
+    rng = np.random.default_rng(len(grouping) * 7 + len(values_kind))
+    gid = GROUPINGS[grouping](rng).astype(np.int64)
+    ngroups = int(gid.max()) + 2  # the last group stays empty
+    n = gid.size
+    choices = {"ties": [1.0, 2.0, 2.0, 0.5, 3.25],
+               "signed zeros": [0.0, -0.0, 1.5, -1.5],
+               "nan": [np.nan, 1.0, 2.0, 0.25]}
+    if values_kind in choices:
+        values = rng.choice(choices[values_kind], (3, n))
+    else:
+        values = rng.normal(size=(3, n)) * 10.0 ** rng.integers(-3, 4, (3, n))
+    complete = rng.random(n) < 0.6
+    got = _phase_stats(gid, ngroups, values, complete)
+    want = [*(sorted_group_stats(gid, ngroups, v) for v in values),
+            sorted_group_stats(gid[complete], ngroups, values[-1][complete])]
+    assert got.shape == (4, ngroups, 4)
+    for j, w in enumerate(want):
+        assert same_bits(got[j], w), (grouping, values_kind, j)
+
+
+def test_table_rows_agree_with_the_columns() -> None:
+    spec = TrainingSpec(episodes_between_training=10, workers=2, seed=5)
+    d = derive([RoundInput(columns(generate_documents(spec, 10 * 30)), 10)], max_iterations=12)
+    t = d.table
+    assert len(d.iterations) == len(t) and len({it.iteration for it in d.iterations}) == 12
+    for i, it in enumerate(d.iterations):
+        assert (it.iteration, it.episodes) == (t.iteration[i], t.episodes[i])
+        assert it.reward == tuple(t.reward[i]) and it.rolling_completion == tuple(
+            t.rolling_completion[i])
+        assert (it.lap_seconds is None) == (t.completed[i] == 0)
+        assert sum(k for _, k in it.status_episodes) == it.episodes
+    assert d == derive([RoundInput(columns(generate_documents(spec, 10 * 30)), 10)],
+                       max_iterations=12)

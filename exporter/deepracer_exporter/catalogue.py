@@ -9,15 +9,16 @@ fails when README is not current). Adding a family is one entry plus its value f
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import __version__, sidefiles
 from .config import DEFAULT_ITERATION_STATS, FULL_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
-from .derive import STATS, Derived, IterationStats
+from .derive import STATS, Derived, FloatArray, IterationTable
 from .parse import PHASES, STATUSES
 from .simtrace import IterationSteps
 from .snapshot import ModelSnapshot, Simulator, SimulatorIteration, Snapshot
@@ -92,12 +93,14 @@ class ExporterFamily(Family):
 @dataclass(frozen=True, kw_only=True)
 class IterationFamily(Family):
     """One series per (model, phase, round, iteration) and extra label value; rendered as
-    cached text by render.py. `row` gives one value per `extra_values` entry (NaN: no sample);
-    `stat_key` names the family in `iteration_stats`, which selects the stats exported."""
+    cached text by render.py. `column` gives one value per `extra_values` entry for every row of
+    the model's `IterationTable`, shape (rows, len(extra_values)) or (rows,) for one value (NaN:
+    no sample); `stat_key` names the family in `iteration_stats`, which selects the stats
+    exported."""
 
     extra_values: tuple[str, ...] = ("",)
     stat_key: str | None = None
-    row: Callable[[IterationStats], Sequence[float]]
+    column: Callable[[IterationTable], FloatArray]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,16 +118,9 @@ def _one(value: float | None) -> list[Sample]:
     return [] if value is None else [((), float(value))]
 
 
-_NAN4 = (math.nan,) * 4
-
-
-def _stats(values: tuple[float, float, float, float] | None) -> tuple[float, ...]:
-    return _NAN4 if values is None else values
-
-
-def _status_row(it: IterationStats) -> list[float]:
-    counts = dict(it.status_episodes)
-    return [float(counts[s]) if counts.get(s) else math.nan for s in STATUSES]
+def _status_column(t: IterationTable) -> FloatArray:
+    """Episodes per outcome; no sample for an outcome that did not occur."""
+    return np.where(t.status_episodes > 0, t.status_episodes, np.nan)
 
 
 def _best_laps(d: Derived) -> list[Sample]:
@@ -340,51 +336,51 @@ FAMILIES: tuple[Family, ...] = (
     IterationFamily(
         name="deepracer_iteration_reward", type="gauge", section="iteration",
         labels=("stat",), extra_values=STATS, stat_key="reward",
-        help="Reward per episode.", row=lambda it: it.reward),
+        help="Reward per episode.", column=lambda t: t.reward),
     IterationFamily(
         name="deepracer_iteration_completion_ratio", type="gauge", section="iteration",
         labels=("stat",), extra_values=STATS, stat_key="completion", unit="ratio",
         help="Track completion per episode, 0..1.",
         doc="track completion, 0..1 (completion_percentage / 100)",
-        row=lambda it: it.completion),
+        column=lambda t: t.completion),
     IterationFamily(
         name="deepracer_iteration_episode_seconds", type="gauge", section="iteration",
         labels=("stat",), extra_values=STATS, stat_key="episode_seconds", unit="seconds",
         help="Episode duration over all episodes (deepracer-utils 'time').",
         doc="episode duration over all episodes (deepracer-utils' `time`)",
-        row=lambda it: it.episode_seconds),
+        column=lambda t: t.episode_seconds),
     IterationFamily(
         name="deepracer_iteration_lap_seconds", type="gauge", section="iteration",
         labels=("stat",), extra_values=STATS, stat_key="lap_seconds", unit="seconds",
         help="Lap time of completed laps only.",
         doc="lap time of completed laps only; absent when no lap was completed",
-        row=lambda it: _stats(it.lap_seconds)),
+        column=lambda t: t.lap_seconds),
     IterationFamily(
         name="deepracer_iteration_completed_ratio", type="gauge", section="iteration",
         labels=(), unit="ratio", help="Share of episodes that completed the lap, 0..1.",
         doc="share of episodes with status \"Lap complete\" (0..1)",
-        row=lambda it: (it.completed_ratio,)),
+        column=lambda t: t.completed / t.episodes),
     IterationFamily(
         name="deepracer_iteration_episodes", type="gauge", section="iteration", labels=(),
         help="Episodes in the iteration.", doc="episode count",
-        row=lambda it: (float(it.episodes),)),
+        column=lambda t: t.episodes.astype(np.float64)),
     IterationFamily(
         name="deepracer_iteration_status_episodes", type="gauge", section="iteration",
         labels=("status",), extra_values=STATUSES, help="Episodes by outcome.",
-        doc="episode count by outcome (only statuses that occurred)", row=_status_row),
+        doc="episode count by outcome (only statuses that occurred)", column=_status_column),
     IterationFamily(
         name="deepracer_iteration_rolling_reward", type="gauge", section="iteration",
         labels=("stat",), extra_values=STATS, stat_key="rolling_reward",
         help="Rolling mean over {window} iterations of the reward statistic.",
         doc="rolling mean over the last `rolling_window` iterations of the reward stat "
             "(plotProgress' line)",
-        row=lambda it: it.rolling_reward),
+        column=lambda t: t.rolling_reward),
     IterationFamily(
         name="deepracer_iteration_rolling_completion_ratio", type="gauge",
         section="iteration", labels=("stat",), extra_values=STATS,
         stat_key="rolling_completion", unit="ratio",
         help="Rolling mean over {window} iterations of the completion statistic.",
-        doc="same for completion", row=lambda it: it.rolling_completion),
+        doc="same for completion", column=lambda t: t.rolling_completion),
     # -- fastest laps ----------------------------------------------------------------------
     ModelFamily(
         name="deepracer_best_lap_seconds", type="gauge", section="laps", unit="seconds",

@@ -11,7 +11,8 @@ derived"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,7 @@ from .parse import LAP_COMPLETE, PHASES, STATUSES, Columns
 STATS = ("mean", "median", "min", "max")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,58 @@ class IterationStats:
     rolling_completion: tuple[float, float, float, float]
 
 
+@dataclass(frozen=True, eq=False)
+class IterationTable:
+    """The per-iteration statistics as columns, one row per (master iteration, phase) that has
+    episodes, sorted by (iteration, phase) and capped to the latest `max_iterations` iterations.
+
+    render.py fills its templates straight from these arrays, so a big model costs no Python
+    object per row; `rows()` gives the same data as `IterationStats` for readers that want
+    them. Stats are (rows, 4): mean, median, min, max; NaN where there is no value (`lap_seconds`
+    of a row without a completed lap)."""
+
+    phase: IntArray  # index into PHASES
+    round: IntArray
+    iteration: IntArray
+    episodes: IntArray
+    reward: FloatArray
+    completion: FloatArray  # ratio 0..1
+    episode_seconds: FloatArray
+    lap_seconds: FloatArray  # completed laps only
+    completed: IntArray  # episodes that completed the lap
+    status_episodes: IntArray  # (rows, len(STATUSES))
+    rolling_reward: FloatArray
+    rolling_completion: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.phase.size)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IterationTable):
+            return NotImplemented
+        return all(np.array_equal(getattr(self, f.name), getattr(other, f.name), equal_nan=True)
+                   for f in fields(self))
+
+    def rows(self) -> tuple[IterationStats, ...]:
+        """One `IterationStats` per row (built on demand; the arrays are the data)."""
+        def quads(a: FloatArray) -> list[tuple[float, float, float, float]]:
+            return [(r[0], r[1], r[2], r[3]) for r in a.tolist()]
+        laps = quads(self.lap_seconds)
+        return tuple(
+            IterationStats(
+                phase=PHASES[p], round=r, iteration=i, episodes=n, reward=rw, completion=c,
+                episode_seconds=t, lap_seconds=lap if done else None,
+                completed_ratio=done / n,
+                status_episodes=tuple((s, k) for s, k in zip(STATUSES, st, strict=True) if k),
+                rolling_reward=rr, rolling_completion=rc)
+            for p, r, i, n, rw, c, t, lap, done, st, rr, rc in zip(
+                self.phase.tolist(), self.round.tolist(), self.iteration.tolist(),
+                self.episodes.tolist(), quads(self.reward), quads(self.completion),
+                quads(self.episode_seconds), laps, self.completed.tolist(),
+                self.status_episodes.tolist(), quads(self.rolling_reward),
+                quads(self.rolling_completion), strict=True))
+
+
 @dataclass(frozen=True)
 class Lap:
     seconds: float
@@ -60,7 +114,7 @@ class Lap:
 
 @dataclass(frozen=True)
 class Derived:
-    iterations: tuple[IterationStats, ...]  # sorted by (iteration, phase); capped
+    table: IterationTable  # per-iteration statistics, sorted by (iteration, phase); capped
     latest_iteration: int  # -1 when there is no training episode
     latest_round: int
     episodes_per_iteration: int
@@ -74,6 +128,11 @@ class Derived:
     rolling_reward: dict[str, float]
     plateau: dict[tuple[str, str], int]  # (phase, metric) -> iterations since best rolling
     skipped_records: int
+
+    @cached_property
+    def iterations(self) -> tuple[IterationStats, ...]:
+        """`table` as one object per row, built on first use."""
+        return self.table.rows()
 
 
 def split_episodes(total: int, workers: int) -> list[int]:
@@ -100,24 +159,29 @@ def _episodes_per_worker(rnd: RoundInput) -> tuple[dict[int, int], str]:
 
 
 def _rolling(values: FloatArray, window: int) -> FloatArray:
-    """pandas `Series.rolling(window, min_periods=1).mean()`: mean of the non-NaN values."""
-    n = values.size
+    """pandas `Series.rolling(window, min_periods=1).mean()` of each column of `values`
+    (rows, columns): mean of the non-NaN values."""
+    n = values.shape[0]
     if n == 0:
-        return np.zeros(0)
+        return np.zeros(values.shape)
     w = min(window, n)
-    padded = np.concatenate((np.full(w - 1, np.nan), values))
-    # Row i holds values[i-w+1 .. i]; each window is summed on its own, as pandas does.
-    windows = np.lib.stride_tricks.sliding_window_view(padded, w)
+    padded = np.concatenate((np.full((values.shape[1], w - 1), np.nan), values.T), axis=1)
+    # Row i of a column holds its values[i-w+1 .. i]; each window is summed on its own, as
+    # pandas does.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, w, axis=1)
     present = ~np.isnan(windows)
-    counts = present.sum(axis=1)
-    sums = np.where(present, windows, 0.0).sum(axis=1)
+    counts = present.sum(axis=2)
+    sums = np.where(present, windows, 0.0).sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         out: FloatArray = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return out
+    return out.T
 
 
 def _group_stats(gid: IntArray, ngroups: int, values: FloatArray) -> FloatArray:
-    """mean, median, min, max of `values` per group id; shape (ngroups, 4); NaN for empty."""
+    """mean, median, min, max of `values` per group id; shape (ngroups, 4); NaN for empty.
+
+    Each group is sorted (NaN last, ties in input order) and the mean sums it in that order,
+    so every figure is a pure function of the group's sorted values."""
     out = np.full((ngroups, 4), np.nan)
     if values.size == 0:
         return out
@@ -125,18 +189,58 @@ def _group_stats(gid: IntArray, ngroups: int, values: FloatArray) -> FloatArray:
     order = np.lexsort((values, gid))
     sorted_vals = values[order]
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    has = counts > 0
-    s, c = starts[has], counts[has]
-    sums = np.add.reduceat(sorted_vals, s) if s.size else np.zeros(0)
-    out[has, 0] = sums / c
-    out[has, 1] = (sorted_vals[s + (c - 1) // 2] + sorted_vals[s + c // 2]) / 2.0
-    out[has, 2] = sorted_vals[s]
-    out[has, 3] = sorted_vals[s + c - 1]
+    _fill_stats(out, sorted_vals, starts, counts)
     return out
 
 
-def _stats_tuple(row: FloatArray) -> tuple[float, float, float, float]:
-    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+def _fill_stats(out: FloatArray, sorted_vals: FloatArray, starts: IntArray,
+                counts: IntArray) -> None:
+    """Stats of groups laid out one after another, each sorted, into `out` (ngroups, 4)."""
+    has = counts > 0
+    s, c = starts[has], counts[has]
+    if not s.size:
+        return
+    out[has, 0] = np.add.reduceat(sorted_vals, s) / c
+    out[has, 1] = (sorted_vals[s + (c - 1) // 2] + sorted_vals[s + c // 2]) / 2.0
+    out[has, 2] = sorted_vals[s]
+    out[has, 3] = sorted_vals[s + c - 1]
+
+
+def _phase_stats(gid: IntArray, ngroups: int, values: FloatArray, complete: BoolArray
+                 ) -> FloatArray:
+    """`_group_stats` of each row of `values` (k, n) and of the last row over `complete`
+    episodes only (lap times); shape (k + 1, ngroups, 4).
+
+    When the groups are about equally large (iterations are), the values go into one
+    (k + 1, ngroups, longest group) grid padded with NaN and each grid row is sorted on its own,
+    which gives `lexsort`'s order (NaN last, ties in input order) at a fraction of its cost. The
+    padding sorts after every value, a NaN value included."""
+    k, n = values.shape
+    counts = np.bincount(gid, minlength=ngroups)
+    longest = int(counts.max()) if n else 0
+    if ngroups * longest > 4 * n + 4096:
+        return np.stack([*(_group_stats(gid, ngroups, v) for v in values),
+                         _group_stats(gid[complete], ngroups, values[-1][complete])])
+    order = None if n < 2 or bool(np.all(gid[1:] >= gid[:-1])) else np.argsort(
+        gid, kind="stable")
+    if order is not None:
+        gid, values, complete = gid[order], values[:, order], complete[order]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    grid = np.full((k + 1, ngroups, longest), np.nan)
+    pos = np.arange(n) - starts[gid]
+    grid[:k, gid, pos] = values
+    grid[k, gid[complete], pos[complete]] = values[-1][complete]
+    # Only -0.0 and 0.0 are equal yet print differently: without both, an unstable sort gives
+    # the same rows, and it is several times faster.
+    grid.sort(axis=2, kind="stable" if np.signbit(values[values == 0]).any() else "quicksort")
+    all_counts = np.stack([*(counts,) * k, np.bincount(gid[complete], minlength=ngroups)])
+    out = np.full((k + 1, ngroups, 4), np.nan)
+    columns = np.arange(longest)
+    for j in range(k + 1):
+        c = all_counts[j]
+        flat = grid[j][columns < c[:, None]]
+        _fill_stats(out[j], flat, np.concatenate(([0], np.cumsum(c)[:-1])), c)
+    return out
 
 
 def derive(rounds: list[RoundInput], *, rolling_window: int = 5, max_iterations: int = 1000,
@@ -188,6 +292,31 @@ def derive(rounds: list[RoundInput], *, rolling_window: int = 5, max_iterations:
                       epi_source, workers, finished, skipped)
 
 
+def _status_counts(gid: IntArray, status: IntArray, ngroups: int) -> IntArray:
+    """Episodes per (group, status); shape (ngroups, len(STATUSES))."""
+    known = (status >= 0) & (status < len(STATUSES))
+    flat = np.bincount(gid[known] * len(STATUSES) + status[known],
+                       minlength=ngroups * len(STATUSES))
+    counts: IntArray = flat.reshape(ngroups, len(STATUSES))
+    return counts
+
+
+def _table(per_phase: dict[int, dict[str, np.ndarray]], keys: IntArray, round_of: IntArray,
+           first_row: int) -> IterationTable:
+    """Rows (iteration, phase) with episodes, from `first_row` on, out of per-phase columns."""
+    def take(name: str) -> np.ndarray:
+        return np.stack([per_phase[p][name] for p in range(len(PHASES))], axis=1)[rows, phases]
+    present = np.stack([per_phase[p]["count"] for p in range(len(PHASES))], axis=1) > 0
+    present[:first_row] = False
+    rows, phases = np.nonzero(present)  # row-major: sorted by (iteration, phase)
+    return IterationTable(
+        phase=phases.astype(np.int64), round=round_of[rows], iteration=keys[rows],
+        episodes=take("count"), reward=take("reward"), completion=take("completion"),
+        episode_seconds=take("time"), lap_seconds=take("lap"), completed=take("completed"),
+        status_episodes=take("status"), rolling_reward=take("rolling_reward"),
+        rolling_completion=take("rolling_completion"))
+
+
 def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top_laps: int,
                latest_round: int, epi_total: int, epi_source: str, workers: int,
                finished: bool, skipped: int) -> Derived:
@@ -201,54 +330,28 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
     if nrows:
         round_of[inverse] = cat["round"]
     complete = (status == LAP_COMPLETE)
+    values = np.stack((cat["reward"], cat["completion"], cat["time"]))
     per_phase: dict[int, dict[str, np.ndarray]] = {}
     for p in range(len(PHASES)):
         sel = phase == p
         gid = inverse[sel]
         counts = np.bincount(gid, minlength=nrows)
         comp = complete[sel]
-        stats = {
+        reward, completion, time, lap = _phase_stats(gid, nrows, values[:, sel], comp)
+        occurred = counts > 0
+        per_phase[p] = {
             "count": counts,
-            "reward": _group_stats(gid, nrows, cat["reward"][sel]),
-            "completion": _group_stats(gid, nrows, cat["completion"][sel]),
-            "time": _group_stats(gid, nrows, cat["time"][sel]),
-            "lap": _group_stats(gid[comp], nrows, cat["time"][sel][comp]),
+            "reward": reward,
+            "completion": completion,
+            "time": time,
+            "lap": lap,
             "completed": np.bincount(gid[comp], minlength=nrows),
-            "status": np.stack([np.bincount(gid[status[sel] == s], minlength=nrows)
-                                for s in range(len(STATUSES))], axis=1),
+            "status": _status_counts(gid, status[sel], nrows),
+            "rolling_reward": _rolling(np.where(occurred[:, None], reward, np.nan), window),
+            "rolling_completion": _rolling(np.where(occurred[:, None], completion, np.nan),
+                                           window),
         }
-        stats["rolling_reward"] = np.stack(
-            [_rolling(np.where(counts > 0, stats["reward"][:, k], np.nan), window)
-             for k in range(4)], axis=1)
-        stats["rolling_completion"] = np.stack(
-            [_rolling(np.where(counts > 0, stats["completion"][:, k], np.nan), window)
-             for k in range(4)], axis=1)
-        per_phase[p] = stats
-
-    first_row = max(0, nrows - max_iterations)
-    out: list[IterationStats] = []
-    for row in range(first_row, nrows):
-        for p, name in enumerate(PHASES):
-            st = per_phase[p]
-            n = int(st["count"][row])
-            if n == 0:
-                continue
-            lap_n = int(st["completed"][row])
-            out.append(IterationStats(
-                phase=name,
-                round=int(round_of[row]),
-                iteration=int(keys[row]),
-                episodes=n,
-                reward=_stats_tuple(st["reward"][row]),
-                completion=_stats_tuple(st["completion"][row]),
-                episode_seconds=_stats_tuple(st["time"][row]),
-                lap_seconds=_stats_tuple(st["lap"][row]) if lap_n else None,
-                completed_ratio=lap_n / n,
-                status_episodes=tuple((STATUSES[s], int(st["status"][row, s]))
-                                      for s in range(len(STATUSES)) if st["status"][row, s]),
-                rolling_reward=_stats_tuple(st["rolling_reward"][row]),
-                rolling_completion=_stats_tuple(st["rolling_completion"][row]),
-            ))
+    table = _table(per_phase, keys, round_of, max(0, nrows - max_iterations))
 
     training_iters = iters[phase == 0]
     best_lap: dict[str, float] = {}
@@ -259,12 +362,18 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
     plateau: dict[tuple[str, str], int] = {}
     times = cat["time"]
     for p, name in enumerate(PHASES):
-        sel = phase == p
-        for s, sname in enumerate(STATUSES):
-            by_status[(name, sname)] = int(np.count_nonzero(sel & (status == s)))
-        if not np.any(sel):
+        st = per_phase[p]
+        for s, total in enumerate(st["status"].sum(axis=0).tolist()):
+            by_status[(name, STATUSES[s])] = total
+        if not st["count"].any():
             continue
-        done = np.flatnonzero(sel & complete)
+        done = np.flatnonzero((phase == p) & complete)
+        keep = max(top_laps, 1)
+        if done.size > keep:
+            # Only laps as fast as the keep-th fastest can rank: sort those, not every lap.
+            kth = np.partition(times[done], keep - 1)[keep - 1]
+            if not np.isnan(kth):
+                done = done[times[done] <= kth]
         if done.size:
             order = done[np.lexsort((cat["worker"][done], cat["episode"][done], iters[done],
                                      times[done]))]
@@ -272,7 +381,6 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
             laps.extend(Lap(float(times[i]), name, int(cat["round"][i]), int(iters[i]),
                             int(cat["episode"][i]), int(cat["worker"][i]))
                         for i in order[:top_laps])
-        st = per_phase[p]
         for metric, series in (("completion", st["rolling_completion"][:, 0]),
                                ("reward", st["rolling_reward"][:, 0])):
             valid = np.flatnonzero(~np.isnan(series))
@@ -285,7 +393,7 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
             best_at = valid[int(np.argmax(series[valid]))]
             plateau[(name, metric)] = int(valid[-1] - best_at)
     return Derived(
-        iterations=tuple(out),
+        table=table,
         latest_iteration=int(training_iters.max()) if training_iters.size else -1,
         latest_round=latest_round,
         episodes_per_iteration=epi_total,

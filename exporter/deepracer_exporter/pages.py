@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote, unquote
 
-from .derive import Derived, IterationStats
+import numpy as np
+import numpy.typing as npt
+
+from .derive import Derived, FloatArray, IterationTable
+from .parse import PHASES
 from .sidefiles import EvaluationRun
 from .snapshot import ModelSnapshot, Snapshot
 from .svgchart import Axis, Series, chart
@@ -227,29 +231,27 @@ def index_html(snapshot: Snapshot) -> str:
 
 # -- one model ---------------------------------------------------------------------------------
 
-def _points(rows: list[IterationStats], field: str) -> tuple[tuple[int, float], ...]:
-    """(iteration, mean) of one statistic; the mean is the first of each stats tuple."""
-    out = []
-    for it in rows:
-        stats: tuple[float, ...] = getattr(it, field)
-        if math.isfinite(stats[0]):
-            out.append((it.iteration, stats[0]))
-    return tuple(out)
+def _points(table: IterationTable, rows: npt.NDArray[np.bool_], field: str
+            ) -> tuple[tuple[int, float], ...]:
+    """(iteration, mean) of one statistic over the chosen rows; the mean is the first column."""
+    means: FloatArray = getattr(table, field)[rows, 0]
+    shown = np.isfinite(means)
+    return tuple(zip(table.iteration[rows][shown].tolist(), means[shown].tolist(), strict=True))
 
 
 def charts_html(derived: Derived, window: int) -> str:
     """The console chart and the notebook's progress chart (completion, reward)."""
-    by_phase = {p: [it for it in derived.iterations if it.phase == p]
-                for p in ("training", "evaluation")}
-    train, evaluation = by_phase["training"], by_phase["evaluation"]
+    table = derived.table
+    train = table.phase == PHASES.index("training")
+    evaluation = table.phase == PHASES.index("evaluation")
     console = chart(
         "Reward graph (DeepRacer console)",
         [Series("training:reward:mean", "Average reward (training)", REWARD,
-                _points(train, "reward")),
+                _points(table, train, "reward")),
          Series("training:completion:mean", "Average completion (training)", TRAINING,
-                _points(train, "completion"), axis="right"),
+                _points(table, train, "completion"), axis="right"),
          Series("evaluation:completion:mean", "Average completion (evaluation)", EVALUATION,
-                _points(evaluation, "completion"), axis="right")],
+                _points(table, evaluation, "completion"), axis="right")],
         Axis("Average reward"), Axis("Average completion", percent=True))
     rolling = f"rolling mean of {window}"
     def progress(name: str, title: str, axis: Axis) -> str:
@@ -257,10 +259,10 @@ def charts_html(derived: Derived, window: int) -> str:
         series = []
         for phase, label, colour, rows in (("evaluation", "Evaluation", EVALUATION, evaluation),
                                            ("training", "Training", TRAINING, train)):
-            series += [Series(f"{phase}:{name}:mean", label, colour, _points(rows, name),
+            series += [Series(f"{phase}:{name}:mean", label, colour, _points(table, rows, name),
                               mark="dots"),
                        Series(f"{phase}:rolling_{name}:mean", f"{label}, {rolling}", colour,
-                              _points(rows, f"rolling_{name}"), mark="rolling")]
+                              _points(table, rows, f"rolling_{name}"), mark="rolling")]
         return chart(title, series, axis)
 
     completion = progress("completion", "Completion per iteration (mean)",

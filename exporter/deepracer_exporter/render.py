@@ -10,8 +10,9 @@ go through the custom collector every refresh.
 
 A family's lines are one `%` template filled in one call: the template is joined from per-row
 label prefixes (per iteration, not per sample) and the values are formatted by `%r` in C, so no
-Python code runs per sample. The families, their labels and which stats are exported come from
-the catalogue (`catalogue.ITERATION_FAMILIES`, `Snapshot.iteration_stats`).
+Python code runs per sample. The values come straight from the columns of `Derived.table`, with
+no Python object per row. The families, their labels and which stats are exported come from the
+catalogue (`catalogue.ITERATION_FAMILIES`, `Snapshot.iteration_stats`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ import numpy.typing as npt
 from .catalogue import ITERATION_FAMILIES, IterationFamily
 from .config import DEFAULT_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
-from .derive import Derived, IterationStats
+from .derive import Derived, IterationTable
 from .parse import PHASES
 from .snapshot import ModelSnapshot, Snapshot
 
 _GZIP_LEVEL = 6
-_PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -68,29 +68,27 @@ class _Table:
     mask: BoolArray
 
 
-def _tables(rows: tuple[IterationStats, ...], stats: IterationStatSelection
-            ) -> list[_Table]:
-    phase = np.fromiter((_PHASE_INDEX[it.phase] for it in rows), np.intp, len(rows))
+def _tables(table: IterationTable, stats: IterationStatSelection) -> list[_Table]:
     out = []
     for f in ITERATION_FAMILIES:
-        values = np.array([f.row(it) for it in rows], np.float64).reshape(
-            len(rows), len(f.extra_values))
-        out.append(_Table(values, _selected(f, stats)[phase] & np.isfinite(values)))
+        values = np.asarray(f.column(table), np.float64).reshape(len(table), len(f.extra_values))
+        out.append(_Table(values, _selected(f, stats)[table.phase] & np.isfinite(values)))
     return out
 
 
 def sample_count(derived: Derived, stats: IterationStatSelection) -> int:
     """Per-iteration samples `model_lines` renders for this derived result and selection."""
-    return sum(int(t.mask.sum()) for t in _tables(derived.iterations, stats))
+    return sum(int(t.mask.sum()) for t in _tables(derived.table, stats))
 
 
 def model_lines(model: str, derived: Derived,
                 stats: IterationStatSelection = DEFAULT_ITERATION_STATS) -> list[bytes]:
     """One text block per family (in ITERATION_FAMILIES order) with this model's samples."""
-    rows = derived.iterations
+    rows = derived.table
     label = escape(model).replace("%", "%%")  # the label is part of a % template
-    prefixes = [f'{{model="{label}",phase="{it.phase}",round="{it.round}",'
-                f'iteration="{it.iteration}"' for it in rows]
+    prefixes = [f'{{model="{label}",phase="{PHASES[p]}",round="{r}",iteration="{i}"'
+                for p, r, i in zip(rows.phase.tolist(), rows.round.tolist(),
+                                   rows.iteration.tolist(), strict=True)]
     blocks = []
     for f, table in zip(ITERATION_FAMILIES, _tables(rows, stats), strict=True):
         weights = 1 << np.arange(len(f.extra_values))
