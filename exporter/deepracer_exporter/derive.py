@@ -187,9 +187,7 @@ def _group_stats(gid: IntArray, ngroups: int, values: FloatArray) -> FloatArray:
         return out
     counts = np.bincount(gid, minlength=ngroups)
     order = np.lexsort((values, gid))
-    sorted_vals = values[order]
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    _fill_stats(out, sorted_vals, starts, counts)
+    _fill_stats(out, values[order], _starts(counts), counts)
     return out
 
 
@@ -204,6 +202,18 @@ def _fill_stats(out: FloatArray, sorted_vals: FloatArray, starts: IntArray,
     out[has, 1] = (sorted_vals[s + (c - 1) // 2] + sorted_vals[s + c // 2]) / 2.0
     out[has, 2] = sorted_vals[s]
     out[has, 3] = sorted_vals[s + c - 1]
+
+
+def _starts(counts: IntArray) -> IntArray:
+    """Where each group starts when the groups lie one after another."""
+    starts: IntArray = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return starts
+
+
+def _ranks(gid: IntArray, counts: IntArray) -> IntArray:
+    """Position of each element within its group, for group ids in ascending order."""
+    ranks: IntArray = np.arange(gid.size) - _starts(counts)[gid]
+    return ranks
 
 
 def _phase_stats(gid: IntArray, ngroups: int, values: FloatArray, complete: BoolArray
@@ -225,21 +235,22 @@ def _phase_stats(gid: IntArray, ngroups: int, values: FloatArray, complete: Bool
         gid, kind="stable")
     if order is not None:
         gid, values, complete = gid[order], values[:, order], complete[order]
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    grid = np.full((k + 1, ngroups, longest), np.nan)
-    pos = np.arange(n) - starts[gid]
-    grid[:k, gid, pos] = values
-    grid[k, gid[complete], pos[complete]] = values[-1][complete]
+    lap_counts = np.bincount(gid[complete], minlength=ngroups)
+    # Cell (group, j) of the flattened grid rows: the j-th value of the group in input order.
+    cells = gid * longest + _ranks(gid, counts)
+    lap_cells = gid[complete] * longest + _ranks(gid[complete], lap_counts)
+    grid = np.full((k + 1, ngroups * longest), np.nan)
+    grid[:k, cells] = values
+    grid[k, lap_cells] = values[-1][complete]
     # Only -0.0 and 0.0 are equal yet print differently: without both, an unstable sort gives
     # the same rows, and it is several times faster.
-    grid.sort(axis=2, kind="stable" if np.signbit(values[values == 0]).any() else "quicksort")
-    all_counts = np.stack([*(counts,) * k, np.bincount(gid[complete], minlength=ngroups)])
+    grid.reshape(k + 1, ngroups, longest).sort(
+        axis=2, kind="stable" if np.signbit(values[values == 0]).any() else "quicksort")
+    # The same cells, read in order, are the sorted groups one after another.
     out = np.full((k + 1, ngroups, 4), np.nan)
-    columns = np.arange(longest)
-    for j in range(k + 1):
-        c = all_counts[j]
-        flat = grid[j][columns < c[:, None]]
-        _fill_stats(out[j], flat, np.concatenate(([0], np.cumsum(c)[:-1])), c)
+    for j in range(k):
+        _fill_stats(out[j], grid[j, cells], _starts(counts), counts)
+    _fill_stats(out[k], grid[k, lap_cells], _starts(lap_counts), lap_counts)
     return out
 
 
