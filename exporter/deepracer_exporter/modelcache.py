@@ -187,7 +187,7 @@ def _whole(value: float | None, limit: float) -> int | None:
     return int(value) if value is not None and value == int(value) and 0 < value < limit else None
 
 
-def _parse_hyper(body: bytes) -> _Hyper:
+def _parse_hyper(body: bytes | bytearray) -> _Hyper:
     values = sidefiles.hyperparameter_values(body)
     return _Hyper(_whole(values.get("num_episodes_between_training"), 1e6),
                   _whole(values.get("term_cond_max_episodes"), 1e12),
@@ -198,7 +198,7 @@ def _parse_hyper(body: bytes) -> _Hyper:
 Metadata = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, float], ...]]
 
 
-def _parse_metadata(body: bytes) -> Metadata:
+def _parse_metadata(body: bytes | bytearray) -> Metadata:
     return (tuple(sidefiles.model_info_labels(body).items()),
             tuple(sidefiles.action_space_bounds(body).items()))
 
@@ -616,7 +616,8 @@ class ModelCache:
             log.warning("model %s: %s: %s: %s; its last good value is kept", self.model.name,
                         exc.reason, self._store.describe(key), exc)
 
-    def _read_side(self, key: str, parse: Callable[[bytes], Any]) -> tuple[_Side, bool]:
+    def _read_side(self, key: str, parse: Callable[[bytes | bytearray], Any]
+                   ) -> tuple[_Side, bool]:
         """Conditional GET of a small object; absent -> value None. Returns (entry, changed)."""
         cached = self._side.get(key)
         try:

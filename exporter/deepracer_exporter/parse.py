@@ -149,7 +149,7 @@ def _int(text: str) -> int | float:
     return int(text) if len(text) <= 300 else float(text)
 
 
-def _loads(body: bytes, what: str) -> Any:
+def _loads(body: bytes | bytearray, what: str) -> Any:
     """Python's json, hardened; RecursionError (nesting too deep) is left to the caller."""
     try:
         return json.loads(body, parse_int=_int)
@@ -158,7 +158,7 @@ def _loads(body: bytes, what: str) -> Any:
         raise _malformed(what, f"not valid JSON{hint}: {exc}") from None
 
 
-def decode_json(body: bytes, what: str = "") -> Any:
+def decode_json(body: bytes | bytearray, what: str = "") -> Any:
     """Any document -> Python values, as Python's json reads it (NaN and Infinity too), with
     integers too long for a float read as floats. Raises MetricsFileError("malformed") for
     anything else, nesting too deep to decode included; `what` names the document."""
@@ -168,7 +168,7 @@ def decode_json(body: bytes, what: str = "") -> Any:
         raise _malformed(what, "nested too deeply") from None
 
 
-def metrics_records(body: bytes, what: str = "") -> tuple[list[Any], bool]:
+def metrics_records(body: bytes | bytearray, what: str = "") -> tuple[list[Any], bool]:
     """A `{"metrics": [...], ...}` document -> its records as Python values, and whether every
     other member is a scalar. A record nested too deeply to decode reads as None (an invalid
     record); deep nesting anywhere else makes the document malformed."""
@@ -188,7 +188,7 @@ def metrics_records(body: bytes, what: str = "") -> tuple[list[Any], bool]:
     return records, all(not isinstance(v, list | dict) for k, v in doc.items() if k != "metrics")
 
 
-def read_metrics(body: bytes) -> tuple[Columns, bool]:
+def read_metrics(body: bytes | bytearray) -> tuple[Columns, bool]:
     """A TrainingMetrics document -> its columns, and whether every member but `metrics` is a
     scalar (then the document's last `]` closes the metrics array; see tail.py).
 
@@ -222,12 +222,12 @@ def read_metrics(body: bytes) -> tuple[Columns, bool]:
     return _array(metrics), flat
 
 
-def parse_document(body: bytes) -> Columns:
+def parse_document(body: bytes | bytearray) -> Columns:
     """The columns of a TrainingMetrics document (`read_metrics` without the layout flag)."""
     return read_metrics(body)[0]
 
 
-def array_columns(data: bytes) -> Columns:
+def array_columns(data: bytes | bytearray) -> Columns:
     """A JSON array of records (what a tail read brings) -> columns, by the same rule.
 
     Raises MetricsFileError("malformed") for anything msgspec does not decode; the caller then
@@ -254,7 +254,7 @@ def parse_records(records: list[Any]) -> Columns:
     return _columns(valid, len(records) - len(valid))
 
 
-def _utf8(data: bytes) -> bool:
+def _utf8(data: bytes | bytearray) -> bool:
     """msgspec does not check the UTF-8 of strings it skips; Python's json refuses the whole
     document, so both must see a document that is UTF-8 (ASCII, as `json.dump` writes, is)."""
     if data.isascii():
@@ -270,12 +270,12 @@ def _starts_with(raw: msgspec.Raw, prefix: bytes) -> bool:
     return memoryview(raw)[:1].tobytes() == prefix
 
 
-def _tolerant(body: bytes) -> tuple[Columns, bool]:
+def _tolerant(body: bytes | bytearray) -> tuple[Columns, bool]:
     records, flat = metrics_records(body)
     return parse_records(records), flat
 
 
-def _array(data: bytes | msgspec.Raw) -> Columns:
+def _array(data: bytes | bytearray | msgspec.Raw) -> Columns:
     try:
         return _columns(_RECORDS.decode(data), 0)
     except msgspec.ValidationError:
@@ -346,7 +346,8 @@ _COMMA, _COLON, _LBRACE, _LBRACKET = b",:{["
 _SHALLOW = 100  # records nested at most this deep are certainly decodable
 
 
-def _structure(body: bytes) -> tuple[IntArray, npt.NDArray[np.uint8], IntArray]:
+def _structure(body: bytes | bytearray
+               ) -> tuple[IntArray, npt.NDArray[np.uint8], IntArray]:
     """Offsets and characters of the brackets, commas and colons outside strings, and the
     nesting depth after each (numpy over the whole body: no recursion, no Python loop)."""
     b = np.frombuffer(body, np.uint8)
@@ -367,7 +368,7 @@ def _structure(body: bytes) -> tuple[IntArray, npt.NDArray[np.uint8], IntArray]:
     return marks, chars, np.cumsum(step)
 
 
-def _without_deep_records(body: bytes) -> bytes | None:
+def _without_deep_records(body: bytes | bytearray) -> bytes | None:
     """`body` with each record of its top-level metrics array that is nested too deeply to
     decode replaced by `null`; None when there is no such record."""
     marks, chars, depth = _structure(body)
@@ -386,8 +387,8 @@ def _without_deep_records(body: bytes) -> bytes | None:
     return None
 
 
-def _replace_deep(body: bytes, marks: IntArray, chars: npt.NDArray[np.uint8], depth: IntArray,
-                  opening: int) -> bytes | None:
+def _replace_deep(body: bytes | bytearray, marks: IntArray, chars: npt.NDArray[np.uint8],
+                  depth: IntArray, opening: int) -> bytes | None:
     closed = np.flatnonzero(depth[opening:] == 1)
     if not closed.size:
         return None  # never closed: truncated

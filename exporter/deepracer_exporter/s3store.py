@@ -166,7 +166,8 @@ class S3Store:
     def budget(self, size: int) -> float:
         return self._request_seconds + size / MIN_READ_RATE
 
-    def _body(self, resp: dict[str, Any], started: float, limit: int, what: str) -> bytes:
+    def _body(self, resp: dict[str, Any], started: float, limit: int, what: str
+              ) -> bytearray:
         body = resp["Body"]
         size = int(resp.get("ContentLength", 0))
         raw: Any = getattr(body, "_raw_stream", None)  # urllib3's: has read1, botocore's not

@@ -105,7 +105,7 @@ def _record(r: Any) -> tuple[float, float, bool, tuple[int, int, int, int], int]
     return completion, elapsed, completed, (counts[0], counts[1], counts[2], counts[3]), resets
 
 
-def parse_evaluation(run_id: str, body: bytes) -> EvaluationRun:
+def parse_evaluation(run_id: str, body: bytes | bytearray) -> EvaluationRun:
     """One evaluation file -> its run summary. Raises MetricsFileError("malformed") when the
     document is not `{"metrics": [...]}`; invalid records are dropped and counted."""
     records, _ = metrics_records(body)
@@ -153,7 +153,7 @@ HYPERPARAMETER_INFO_LABELS = ("exploration_type", "loss_type")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
 
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
+def _json_object(body: bytes | bytearray, what: str) -> dict[str, Any]:
     doc = decode_json(body, what)
     if not isinstance(doc, dict):
         raise MetricsFileError("malformed", f"{what}: expected a JSON object")
@@ -182,7 +182,7 @@ def _action_space_type(doc: dict[str, Any]) -> str:
     return bounded(declared.lower() if isinstance(declared, str) else declared)
 
 
-def model_info_labels(body: bytes) -> dict[str, str]:
+def model_info_labels(body: bytes | bytearray) -> dict[str, str]:
     """`model/model_metadata.json` -> the fixed label set `MODEL_INFO_LABELS`, every value bounded.
 
     `action_count` is the number of discrete actions, "n/a" for a continuous space. A missing
@@ -218,7 +218,7 @@ def model_info_labels(body: bytes) -> dict[str, str]:
     }
 
 
-def action_space_bounds(body: bytes) -> dict[str, float]:
+def action_space_bounds(body: bytes | bytearray) -> dict[str, float]:
     """Speed (m/s) and steering angle (degrees) range of the action space: min/max over the
     discrete actions, or the `low`/`high` of a continuous space. Only the bounds that are there."""
     doc = _json_object(body, "model_metadata.json")
@@ -264,7 +264,7 @@ def _numeric(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def hyperparameter_values(body: bytes) -> dict[str, float]:
+def hyperparameter_values(body: bytes | bytearray) -> dict[str, float]:
     """`ip/hyperparameters.json` -> its numeric values by name (numbers or numeric strings).
 
     Bounded for use as a `name` label: only top-level keys that look like identifiers
@@ -284,7 +284,7 @@ def hyperparameter_values(body: bytes) -> dict[str, float]:
     return out
 
 
-def hyperparameter_info_labels(body: bytes) -> dict[str, str]:
+def hyperparameter_info_labels(body: bytes | bytearray) -> dict[str, str]:
     """The string hyperparameters `HYPERPARAMETER_INFO_LABELS` (exploration_type, loss_type),
     bounded; "unknown" when missing."""
     doc = _json_object(body, "hyperparameters.json")
@@ -327,7 +327,7 @@ def _checkpoint(entry: Any) -> Checkpoint | None:
     )
 
 
-def parse_checkpoints(body: bytes) -> Checkpoints:
+def parse_checkpoints(body: bytes | bytearray) -> Checkpoints:
     """`model/deepracer_checkpoints.json` -> last and best checkpoint.
 
     Shape (simapp `TrainingMetrics.update`): `{"best_checkpoint": {"name": "12_Step-3456.ckpt",

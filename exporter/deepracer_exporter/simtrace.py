@@ -74,7 +74,7 @@ def _numbers(values: list[str], column: str, allow_empty: bool = False) -> Float
     return out
 
 
-def parse_simtrace(body: bytes) -> StepColumns:
+def parse_simtrace(body: bytes | bytearray) -> StepColumns:
     """One simtrace CSV -> its step columns. Raises MetricsFileError("malformed") for anything
     the simulator does not write: not UTF-8, no header or a required column missing, a row with
     the wrong number of fields, a non-numeric value, no rows, or a last row without its line end

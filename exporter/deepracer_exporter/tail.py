@@ -42,7 +42,7 @@ class Mark:
         return self.close - len(self.before)
 
 
-def decode(body: bytes) -> tuple[Columns, Mark | None]:
+def decode(body: bytes | bytearray) -> tuple[Columns, Mark | None]:
     """Read a whole document: its columns, and a Mark when its layout allows tail reads.
     Raises MetricsFileError("malformed") for a document that cannot be used."""
     columns, flat = read_metrics(body)
@@ -51,17 +51,17 @@ def decode(body: bytes) -> tuple[Columns, Mark | None]:
     return columns, _mark(body)
 
 
-def _mark(body: bytes) -> Mark | None:
+def _mark(body: bytes | bytearray) -> Mark | None:
     close = body.rfind(b"]")
     if close <= 0 or not _TRAILER.match(body, close):
         return None
     before = body[max(0, close - TAIL_CHECK):close]
     if not before.rstrip().endswith(b"}"):
         return None
-    return Mark(len(body), close, before, body[close:])
+    return Mark(len(body), close, bytes(before), bytes(body[close:]))
 
 
-def appended(chunk: bytes, mark: Mark) -> tuple[Columns, Mark] | None:
+def appended(chunk: bytes | bytearray, mark: Mark) -> tuple[Columns, Mark] | None:
     """Columns of the records new in `chunk` (the object from `mark.range_start` on), or None
     if the object is not the old document with records appended."""
     n = len(mark.before)
@@ -80,7 +80,7 @@ def appended(chunk: bytes, mark: Mark) -> tuple[Columns, Mark] | None:
             return None
     start = mark.range_start
     window = chunk[max(0, close - TAIL_CHECK):close]
-    return columns, Mark(start + len(chunk), start + close, window, mark.trailer)
+    return columns, Mark(start + len(chunk), start + close, bytes(window), mark.trailer)
 
 
 def concat(old: Columns, new: Columns) -> Columns:
