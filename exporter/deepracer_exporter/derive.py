@@ -296,7 +296,8 @@ def derive(rounds: list[RoundInput], *, rolling_window: int = 5, max_iterations:
         if round_max >= 0:
             # deepracer-utils: master_iteration = max(previous rounds' master_iteration) + 1 + it
             offset += round_max + 1
-    cat = {k: (np.concatenate(v) if v else np.zeros(0, np.int64 if k in (
+    # One worker of one round (the usual case) is used as it is, not copied by concatenate.
+    cat = {k: (v[0] if len(v) == 1 else np.concatenate(v) if v else np.zeros(0, np.int64 if k in (
         "round", "iter", "episode", "worker", "phase", "status") else np.float64))
         for k, v in parts.items()}
     return _summarise(cat, rolling_window, max_iterations, top_laps, latest_round, epi_total,

@@ -323,16 +323,18 @@ def _validate(cols: list[np.ndarray[Any, Any]], dropped: int) -> Columns:
             & np.isfinite(completion) & (completion >= 0) & (completion <= 100)
             & np.isfinite(elapsed) & (elapsed >= 0) & (elapsed < 1e12)
         )
-    skipped = dropped + int(ok.size - np.count_nonzero(ok))
+    valid = int(np.count_nonzero(ok))
+    # Every record valid (the usual case): the columns as they are, no copies in fresh memory.
+    keep: slice | npt.NDArray[np.bool_] = slice(None) if valid == ok.size else ok
     return Columns(
-        episode=episode[ok].astype(np.int64),
-        trial=trial[ok].astype(np.int64),
-        phase=phase[ok].astype(np.int8),
-        status=status[ok].astype(np.int8),
-        reward=reward[ok].astype(np.float64),
-        completion=completion[ok].astype(np.float64),
-        elapsed_ms=elapsed[ok].astype(np.float64),
-        skipped=skipped,
+        episode=episode[keep].astype(np.int64),
+        trial=trial[keep].astype(np.int64),
+        phase=phase[keep].astype(np.int8, copy=False),
+        status=status[keep].astype(np.int8, copy=False),
+        reward=reward[keep].astype(np.float64, copy=False),
+        completion=completion[keep].astype(np.float64, copy=False),
+        elapsed_ms=elapsed[keep].astype(np.float64, copy=False),
+        skipped=dropped + ok.size - valid,
     )
 
 
