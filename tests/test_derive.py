@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepracer_exporter.derive import RoundInput, derive, split_episodes
+from deepracer_exporter.derive import RoundInput, _unique, derive, split_episodes
 from deepracer_exporter.parse import MetricsFileError, parse_document, parse_records
 from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, generate_documents
 
@@ -248,3 +248,13 @@ def test_table_rows_agree_with_the_columns() -> None:
         assert sum(k for _, k in it.status_episodes) == it.episodes
     assert d == derive([RoundInput(columns(generate_documents(spec, 10 * 30)), 10)],
                        max_iterations=12)
+
+
+@pytest.mark.parametrize("iters", [[], [3], [0, 0, 1, 1, 1, 4, 9, 9], [2, 2, 2], [0, 1, 0, 1],
+                                   [5, 3, 3, 8, 0]])
+def test_unique_without_a_sort_equals_numpy(iters: list[int]) -> None:
+    values = np.array(iters, np.int64)
+    keys, inverse = _unique(values)
+    want_keys, want_inverse = np.unique(values, return_inverse=True)
+    assert keys.tolist() == want_keys.tolist()
+    assert inverse.tolist() == want_inverse.reshape(-1).tolist()

@@ -329,6 +329,16 @@ def _table(per_phase: dict[int, dict[str, np.ndarray]], keys: IntArray, round_of
         rolling_completion=take("rolling_completion"))
 
 
+def _unique(iters: IntArray) -> tuple[IntArray, IntArray]:
+    """`np.unique(iters, return_inverse=True)`; without a sort when `iters` never decreases
+    (one worker of one round, the usual case)."""
+    if iters.size < 2 or not bool(np.all(iters[1:] >= iters[:-1])):
+        keys, inverse = np.unique(iters, return_inverse=True)
+        return keys, inverse.reshape(-1)
+    first = np.concatenate(([True], iters[1:] != iters[:-1]))
+    return iters[first], np.cumsum(first) - 1
+
+
 def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top_laps: int,
                latest_round: int, epi_total: int, epi_source: str, workers: int,
                finished: bool, skipped: int) -> Derived:
@@ -336,7 +346,7 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
     phase = cat["phase"]
     status = cat["status"]
     # Rows of the summary: every master iteration present in any phase (getSummary's index).
-    keys, inverse = np.unique(iters, return_inverse=True)
+    keys, inverse = _unique(iters)
     nrows = keys.size
     round_of = np.zeros(nrows, np.int64)
     if nrows:
