@@ -19,7 +19,8 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from deepracer_exporter.server import Exposition, MetricsServer
+from deepracer_exporter.exposition import Exposition
+from deepracer_exporter.server import MetricsServer
 from deepracer_exporter.snapshot import Snapshot
 
 

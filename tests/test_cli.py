@@ -170,6 +170,18 @@ def test_serve_landing_page_gzip_reload_and_clean_exit(served: Served, model_dir
     assert proc.wait(timeout=10) == 0
 
 
+def test_serving_runs_with_the_gc_on(served: Served) -> None:
+    """Start-up runs with the cyclic GC off (cli._main_serve); serving must turn it back on, or
+    a long-running exporter would never free a reference cycle."""
+    _, port, _, _ = served
+
+    def collections() -> float:
+        return value(parse(scrape(port)), "python_gc_collections_total", generation="0")
+
+    first = collections()
+    wait_until(lambda: collections() > first)
+
+
 def test_demo_runs_with_no_cloud_account() -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "deepracer_exporter.cli", "demo",

@@ -30,11 +30,17 @@ log = logging.getLogger("deepracer_exporter")
 
 
 def _registry() -> CollectorRegistry:
-    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+    from prometheus_client import (
+        CollectorRegistry,
+        GCCollector,
+        PlatformCollector,
+        ProcessCollector,
+    )
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    GCCollector(registry=registry)  # shows that serving runs with the GC on (_main_serve)
     return registry
 
 
@@ -97,7 +103,10 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
         log.error("cannot listen on %s:%s: %s", config.listen_host, config.listen_port,
                   exc.strerror or exc)
         return 1
-    gc.freeze()  # see _main_serve: what start-up made stays; what serving makes is collected
+    # See _main_serve. Start-up's garbage is collected once (a cycle frozen would be kept for
+    # good), what it made and still uses is frozen, and what serving makes is collected again.
+    gc.collect()
+    gc.freeze()
     gc.enable()
     scheme = "https" if web is not None and web.tls is not None else "http"
     log.info("serving %s://%s:%d/metrics (%d models; refresh every %gs)", scheme,
