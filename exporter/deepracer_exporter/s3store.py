@@ -51,10 +51,8 @@ _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExce
 class _JSONFiles(botocore.loaders.JSONFileLoader):
     """botocore's data files (`<path>.json` or `<path>.json.gz`), decoded by msgspec: botocore's
     own file loader decodes them with Python's json into OrderedDicts, about 30 ms of every
-    process that creates an S3 client (the S3 model, its endpoint rules, the partitions)."""
-
-    def exists(self, file_path: str) -> bool:
-        return os.path.isfile(file_path + ".json") or os.path.isfile(file_path + ".json.gz")
+    process that creates an S3 client (the S3 model, its endpoint rules, the partitions).
+    Which files exist is botocore's own `exists`."""
 
     def load_file(self, file_path: str) -> Any:
         for ext, opener in ((".json", open), (".json.gz", gzip.open)):
