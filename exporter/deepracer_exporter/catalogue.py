@@ -264,6 +264,15 @@ FAMILIES: tuple[Family, ...] = (
         values=_derived(lambda d: _one(d.latest_iteration if d.latest_iteration >= 0
                                        else None))),
     ModelFamily(
+        name="deepracer_model_iteration_episodes", type="gauge", section="state", labels=MODEL,
+        help="Training episodes of the latest iteration so far; below "
+             "deepracer_model_episodes_per_iteration while that iteration is unfinished.",
+        doc="training episodes of the latest iteration so far (all workers); while it is below "
+            "`deepracer_model_episodes_per_iteration` the iteration is unfinished: its "
+            "per-iteration values still move and no rolling mean or plateau counts it",
+        values=_derived(lambda d: _one(d.latest_iteration_episodes if d.latest_iteration >= 0
+                                       else None))),
+    ModelFamily(
         name="deepracer_model_round", type="gauge", section="state", labels=MODEL,
         help="Latest training round (1-based).", doc="latest round number",
         values=_derived(lambda d: _one(d.latest_round))),

@@ -116,6 +116,8 @@ class Lap:
 class Derived:
     table: IterationTable  # per-iteration statistics, sorted by (iteration, phase); capped
     latest_iteration: int  # -1 when there is no training episode
+    latest_iteration_episodes: int  # training episodes the latest iteration has so far
+    unfinished_iteration: int  # the latest iteration while it lacks episodes; else -1
     latest_round: int
     episodes_per_iteration: int
     episodes_per_iteration_source: str  # hyperparameters | trial | none
@@ -124,9 +126,9 @@ class Derived:
     best_lap: dict[str, float]  # phase -> seconds
     best_laps: tuple[Lap, ...]  # (phase-major) top-k per phase, fastest first
     episodes_by_status: dict[tuple[str, str], int]  # (phase, status) -> count
-    rolling_completion: dict[str, float]  # phase -> rolling mean completion at latest row
+    rolling_completion: dict[str, float]  # phase -> rolling mean at the latest finished row
     rolling_reward: dict[str, float]
-    plateau: dict[tuple[str, str], int]  # (phase, metric) -> iterations since best rolling
+    plateau: dict[tuple[str, str], int]  # (phase, metric) -> finished iterations since best
     skipped_records: int
 
     @cached_property
@@ -160,21 +162,30 @@ def _episodes_per_worker(rnd: RoundInput) -> tuple[dict[int, int], str]:
 
 def _rolling(values: FloatArray, window: int) -> FloatArray:
     """pandas `Series.rolling(window, min_periods=1).mean()` of each column of `values`
-    (rows, columns): mean of the non-NaN values."""
-    n = values.shape[0]
+    (rows, columns): mean of the non-NaN values.
+
+    O(rows) in time and memory whatever the window: the rows are cut into blocks of `window`,
+    and a window ending in block k is a suffix of block k-1 plus a prefix of block k, both
+    cumulative sums inside their block. Rounding therefore grows with the window, not with the
+    number of rows (a running sum over every row would lose digits on long trainings)."""
+    n, c = values.shape
     if n == 0:
         return np.zeros(values.shape)
     w = min(window, n)
-    padded = np.concatenate((np.full((values.shape[1], w - 1), np.nan), values.T), axis=1)
-    # Row i of a column holds its values[i-w+1 .. i]; each window is summed on its own, as
-    # pandas does.
-    windows = np.lib.stride_tricks.sliding_window_view(padded, w, axis=1)
-    present = ~np.isnan(windows)
-    counts = present.sum(axis=2)
-    sums = np.where(present, windows, 0.0).sum(axis=2)
+    blocks = -(-n // w)
+    present = ~np.isnan(values)
+    pad = ((0, blocks * w - n), (0, 0))
+    x = np.pad(np.where(present, values, 0.0), pad).reshape(blocks, w, c)
+    k = np.pad(present.astype(np.int64), pad).reshape(blocks, w, c)
+    sums = np.cumsum(x, axis=1)
+    counts = np.cumsum(k, axis=1)
+    # Row j of block b also takes rows j+1.. of block b-1 (its suffix sums).
+    sums[1:, :-1] += np.cumsum(x[:-1, :0:-1], axis=1)[:, ::-1]
+    counts[1:, :-1] += np.cumsum(k[:-1, :0:-1], axis=1)[:, ::-1]
+    sums, counts = sums.reshape(-1, c)[:n], counts.reshape(-1, c)[:n]
     with np.errstate(invalid="ignore", divide="ignore"):
         out: FloatArray = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return out.T
+    return out
 
 
 def _group_stats(gid: IntArray, ngroups: int, values: FloatArray) -> FloatArray:
@@ -352,6 +363,14 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
     if nrows:
         round_of[inverse] = cat["round"]
     complete = (status == LAP_COMPLETE)
+    # The latest iteration is unfinished while it has fewer training episodes than an iteration
+    # plays: its mean would move as episodes arrive, so no rolling mean or "best" counts it (its
+    # own rows are still exported and drawn, marked as such).
+    trained = np.bincount(inverse[phase == 0], minlength=nrows)
+    latest_row = int(np.flatnonzero(trained)[-1]) if trained.any() else -1
+    unfinished = np.zeros(nrows, np.bool_)
+    if latest_row >= 0 and not finished and trained[latest_row] < epi_total:
+        unfinished[latest_row] = True
     values = np.stack((cat["reward"], cat["completion"], cat["time"]))
     per_phase: dict[int, dict[str, np.ndarray]] = {}
     for p in range(len(PHASES)):
@@ -360,7 +379,7 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
         counts = np.bincount(gid, minlength=nrows)
         comp = complete[sel]
         reward, completion, time, lap = _phase_stats(gid, nrows, values[:, sel], comp)
-        occurred = counts > 0
+        occurred = (counts > 0) & ~unfinished
         per_phase[p] = {
             "count": counts,
             "reward": reward,
@@ -373,6 +392,8 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
             "rolling_completion": _rolling(np.where(occurred[:, None], completion, np.nan),
                                            window),
         }
+        per_phase[p]["rolling_reward"][unfinished] = np.nan
+        per_phase[p]["rolling_completion"][unfinished] = np.nan
     table = _table(per_phase, keys, round_of, max(0, nrows - max_iterations))
 
     training_iters = iters[phase == 0]
@@ -417,6 +438,8 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
     return Derived(
         table=table,
         latest_iteration=int(training_iters.max()) if training_iters.size else -1,
+        latest_iteration_episodes=int(trained[latest_row]) if latest_row >= 0 else 0,
+        unfinished_iteration=int(keys[latest_row]) if unfinished.any() else -1,
         latest_round=latest_round,
         episodes_per_iteration=epi_total,
         episodes_per_iteration_source=epi_source,
