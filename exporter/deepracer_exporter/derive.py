@@ -11,7 +11,7 @@ derived"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -123,6 +123,9 @@ class Derived:
     episodes_per_iteration_source: str  # hyperparameters | trial | none
     workers: int
     finished: bool
+    round_training_episodes: int  # training episodes of the latest round
+    max_episodes: int | None  # term_cond_max_episodes of the latest round, when known
+    round_starts: tuple[tuple[int, int], ...]  # (round, its first master iteration), in order
     best_lap: dict[str, float]  # phase -> seconds
     best_laps: tuple[Lap, ...]  # (phase-major) top-k per phase, fastest first
     episodes_by_status: dict[tuple[str, str], int]  # (phase, status) -> count
@@ -277,6 +280,9 @@ def derive(rounds: list[RoundInput], *, rolling_window: int = 5, max_iterations:
     workers = 0
     finished = False
     latest_round = 0
+    round_episodes = 0
+    max_episodes: int | None = None
+    starts: list[tuple[int, int]] = []
     for rnum, rnd in enumerate(rounds, start=1):
         per_worker, source = _episodes_per_worker(rnd)
         round_max = -1
@@ -304,15 +310,20 @@ def derive(rounds: list[RoundInput], *, rolling_window: int = 5, max_iterations:
             epi_source = source
             workers = len(rnd.workers)
             finished = bool(rnd.max_episodes and round_training >= rnd.max_episodes)
+            round_episodes = round_training
+            max_episodes = rnd.max_episodes
         if round_max >= 0:
+            starts.append((rnum, offset))
             # deepracer-utils: master_iteration = max(previous rounds' master_iteration) + 1 + it
             offset += round_max + 1
     # One worker of one round (the usual case) is used as it is, not copied by concatenate.
     cat = {k: (v[0] if len(v) == 1 else np.concatenate(v) if v else np.zeros(0, np.int64 if k in (
         "round", "iter", "episode", "worker", "phase", "status") else np.float64))
         for k, v in parts.items()}
-    return _summarise(cat, rolling_window, max_iterations, top_laps, latest_round, epi_total,
-                      epi_source, workers, finished, skipped)
+    summary = _summarise(cat, rolling_window, max_iterations, top_laps, latest_round,
+                         epi_total, epi_source, workers, finished, skipped)
+    return replace(summary, round_training_episodes=round_episodes, max_episodes=max_episodes,
+                   round_starts=tuple(starts))
 
 
 def _status_counts(gid: IntArray, status: IntArray, ngroups: int) -> IntArray:
@@ -445,6 +456,9 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
         episodes_per_iteration_source=epi_source,
         workers=workers,
         finished=finished,
+        round_training_episodes=0,
+        max_episodes=None,
+        round_starts=(),
         best_lap=best_lap,
         best_laps=tuple(laps),
         episodes_by_status=by_status,
