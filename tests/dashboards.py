@@ -11,7 +11,9 @@ query against a real Prometheus:
 skip it for a model that lacks it: `completed_lap` (lap metrics exist only after a completed lap),
 `evaluation` (evaluation episodes), `discover` (a `discover` entry in the exporter config),
 `history` (a range vector: at least two scrapes), `per_iteration` (deepracer_iteration_* series,
-which an idle model does not export), and for the files besides the training metrics:
+which an idle model does not export), `unfinished_iteration` (an iteration with fewer training
+episodes than an iteration plays, in a model still training), and for the files besides the
+training metrics:
 `evaluation_runs` (evaluation run files, `metrics/evaluation/*.json`), `evaluation_lap` (an
 evaluation run with a completed lap), `metadata` (`model/model_metadata.json`), `hyperparameters`
 (`ip/hyperparameters.json`), `checkpoints` (`model/deepracer_checkpoints.json`); and for the
@@ -118,6 +120,8 @@ def _requires(expr: str) -> frozenset[str]:
         need.add("history")
     if any(n.startswith("deepracer_iteration_") for n in names):
         need.add("per_iteration")
+    if "deepracer_model_episodes_per_iteration" in names and "group_left" in expr:
+        need.add("unfinished_iteration")  # only while an iteration lacks episodes
     for flag, families in FILE_REQUIREMENTS.items():
         if names & families:
             need.add(flag)

@@ -450,6 +450,11 @@ def model_has(got: Samples, model: str) -> set[str]:
         has.add("evaluation")
     if pick(got, "deepracer_iteration_episodes", model=model):
         has.add("per_iteration")
+    if (pick(got, "deepracer_model_iteration_episodes", model=model)
+            and value(got, "deepracer_model_iteration_episodes", model=model)
+            < value(got, "deepracer_model_episodes_per_iteration", model=model)
+            and not value(got, "deepracer_model_finished", model=model)):
+        has.add("unfinished_iteration")
     if pick(got, "deepracer_model_best_lap_seconds", model=model, phase="evaluation"):
         has.add("completed_lap+evaluation")
     for flag, family in (("evaluation_runs", "deepracer_evaluation_runs"),
