@@ -10,7 +10,8 @@ as a model of its own, a second exporter watches each demo model with `rounds:` 
 round, then the clone), as a user who clones does, so its iterations continue into round 2.
 Once one is some iterations into round 2 with an unfinished iteration, headless Chromium takes
 screenshots of its page and of `/` at 1400 and 390 CSS px. Chromium's windows are at least
-500 px wide, so the 390 px view is the page in a 390 px iframe, cropped to it.
+500 px wide, so the 390 px view is a saved copy of the page (the served one forbids framing;
+it needs nothing else) in a 390 px iframe, cropped to it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -56,11 +58,14 @@ def shoot(chromium: str, url: str, out: Path, width: int, height: int) -> None:
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         target, window = url, width
         if width < 500:  # Chromium's minimum window width: the page in an iframe instead
+            with urllib.request.urlopen(url, timeout=30) as response:
+                (Path(profile) / "page.html").write_bytes(response.read())
             frame = Path(profile) / "frame.html"
-            frame.write_text(FRAME.format(url=url, width=width, height=height))
+            frame.write_text(FRAME.format(url="page.html", width=width, height=height))
             target, window = frame.as_uri(), 500
         subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}/p",
-                        f"--screenshot={out}", f"--window-size={window},{height}", target],
+                        "--allow-file-access-from-files", f"--screenshot={out}",
+                        f"--window-size={window},{height}", target],
                        check=True, capture_output=True, timeout=120)
     if width < 500:
         with Image.open(out) as image:

@@ -58,7 +58,7 @@ NBSP = "\u00a0"
 
 _STYLE = f"""
 body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
-max-width:1000px;padding:.6em .8em 2em;color:#16191f;background:#fff;line-height:1.35}}
+max-width:1100px;padding:.6em .8em 2em;color:#16191f;background:#fff;line-height:1.35}}
 h1{{font-size:1.45em;margin:.2em 0;overflow-wrap:anywhere}}
 h2{{font-size:1.15em;margin:1.4em 0 .4em}}h3{{font-size:1em;margin:.8em 0 .2em}}
 p.note{{color:#545b64;margin:.2em 0 .7em;font-size:.92em}}
@@ -74,7 +74,7 @@ dt{{color:#545b64;margin-top:.35em}}dd{{margin:0}}
 @media (min-width:600px){{dl{{grid-template-columns:max-content minmax(0,1fr);gap:.25em 1em}}
 dt{{margin:0}}}}
 details summary{{cursor:pointer;color:#0073bb}}
-svg.chart{{display:block;width:100%;min-width:{MIN_WIDTH}px;height:auto;
+svg.chart{{display:block;box-sizing:border-box;width:100%;min-width:{MIN_WIDTH}px;height:auto;
 border:1px solid #d5dbdb;border-radius:4px;margin:.3em 0}}
 svg .grid{{stroke:#e9ebed}}svg .frame,svg .tickmark{{stroke:#879596}}
 svg text{{font-size:14px;fill:#545b64}}svg .axis,svg .legend text{{font-size:15px;fill:#16191f}}
@@ -85,6 +85,7 @@ svg .series polyline.unfinished{{stroke-dasharray:5 4}}
 svg .series circle.unfinished{{stroke:inherit;stroke-width:2;opacity:1}}
 svg .rule line{{stroke-width:1.2;stroke-dasharray:6 4}}
 svg .rule.round line{{stroke:#687078}}svg .rule.round text{{fill:#16191f}}
+svg .rule text{{paint-order:stroke;stroke:#fff;stroke-width:3px}}
 svg .rule.checkpoint line{{stroke:#8d6605}}svg .rule.checkpoint text{{fill:#8d6605}}
 """
 

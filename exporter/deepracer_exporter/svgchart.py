@@ -146,7 +146,7 @@ def chart(title: str, series: list[Series], left: Axis, right: Axis | None = Non
     series = [s for s in series if s.points]
     x0, x1 = _SIDE, WIDTH - (_SIDE if right is not None else 28)
     legend, rows = _legend(series, x0, x1, live if series else None)
-    top = 14 + rows * _LINE + 16  # legend rows, then room for the rule labels
+    top = 14 + rows * _LINE + 8  # legend rows (rule labels go inside the plot)
     height = HEIGHT + (rows - 1) * _LINE
     y0, y1 = height - _BOTTOM, top
     iterations = [i for s in series for i, _ in s.points]
@@ -193,16 +193,27 @@ def chart(title: str, series: list[Series], left: Axis, right: Axis | None = Non
     if not series:
         out.append(f'<text class="empty" x="{(x0 + x1) / 2:.0f}" y="{(y0 + y1) / 2:.0f}" '
                    f'text-anchor="middle">no data yet</text>')
-    for rule in rules:
-        if series and i_lo <= rule.iteration <= i_hi:
-            x = sx(rule.iteration)
-            anchor = "end" if x > (x0 + x1) / 2 else "start"
-            dx = -4 if anchor == "end" else 4
-            out.append(f'<g class="rule {rule.kind}" data-kind="{rule.kind}" '
-                       f'data-iteration="{rule.iteration}"><line x1="{x:.1f}" x2="{x:.1f}" '
-                       f'y1="{y1 - 6}" y2="{y0}"/><text x="{x + dx:.1f}" y="{y1 - 4}" '
-                       f'text-anchor="{anchor}">{escape(rule.label)}</text>'
-                       f"<title>{escape(rule.label)} (iteration {rule.iteration})</title></g>")
+    taken: list[list[tuple[float, float]]] = []  # label extents per row, top row first
+    for rule in sorted(rules, key=lambda r: r.iteration):
+        if not series or not i_lo <= rule.iteration <= i_hi:
+            continue
+        x = sx(rule.iteration)
+        anchor = "end" if x > (x0 + x1) / 2 else "start"
+        dx = -4 if anchor == "end" else 4
+        width = _CHAR * len(rule.label)
+        span = (x + dx - width, x + dx) if anchor == "end" else (x + dx, x + dx + width)
+        # Labels of nearby lines go one row lower instead of over each other.
+        row = next((i for i, used in enumerate(taken)
+                    if all(span[1] < a or span[0] > b for a, b in used)), len(taken))
+        if row == len(taken):
+            taken.append([])
+        taken[row].append(span)
+        y = y1 + 14 + row * (FONT_PX + 4)
+        out.append(f'<g class="rule {rule.kind}" data-kind="{rule.kind}" '
+                   f'data-iteration="{rule.iteration}"><line x1="{x:.1f}" x2="{x:.1f}" '
+                   f'y1="{y1}" y2="{y0}"/><text x="{x + dx:.1f}" y="{y}" '
+                   f'text-anchor="{anchor}">{escape(rule.label)}</text>'
+                   f"<title>{escape(rule.label)} (iteration {rule.iteration})</title></g>")
     for s in sorted(series, key=lambda s: not s.faint):
         out.append(_series(s, sx, scales[s.axis], live))
     out.append("</svg>")
