@@ -568,3 +568,15 @@ def test_failing_model_page_says_what_it_lacks(s3: Any, bucket: str, s3_endpoint
         assert "no metrics read yet" in summary and "\u2014 (\u2014)" not in summary
     finally:
         exporter.stop()
+
+
+def test_right_axis_ticks_sit_on_the_grid_lines() -> None:
+    """The reward graph's two axes share its grid: each percent tick is on a grid line."""
+    docs = generate_documents(TrainingSpec(episodes_between_training=10, seed=9), 10 * 37)
+    d = derive([RoundInput({w: parse_document(b) for w, b in docs.items()}, 10)])
+    box = parse_dom(charts_html(d, 5)).find("div", id="console-chart")
+    grid = sorted(float(g.attrs["y1"]) for g in box.find_all("line")
+                  if g.attrs.get("class") == "grid")
+    right = sorted(float(t.attrs["y"]) - 5 for t in box.find_all("text")
+                   if t.attrs.get("class") == "tick" and t.text.endswith("%"))
+    assert len(right) == 6 and right == pytest.approx(grid, abs=0.11)
