@@ -84,9 +84,9 @@ svg .series.faint{{opacity:.45}}svg .series.faint polyline{{stroke-width:1.2}}
 svg .series polyline.unfinished{{stroke-dasharray:5 4}}
 svg .series circle.unfinished{{stroke:inherit;stroke-width:2;opacity:1}}
 svg .rule line{{stroke-width:1.2;stroke-dasharray:6 4}}
-svg .rule.round line{{stroke:#687078}}svg .rule.round text{{fill:#16191f}}
-svg .rule text{{paint-order:stroke;stroke:#fff;stroke-width:3px}}
-svg .rule.checkpoint line{{stroke:#8d6605}}svg .rule.checkpoint text{{fill:#8d6605}}
+svg .rule.round line{{stroke:#687078}}svg .rule.checkpoint line{{stroke:#8d6605}}
+svg .rule-label{{fill:#16191f;paint-order:stroke;stroke:#fff;stroke-width:3px}}
+svg .rule-label.checkpoint{{fill:#8d6605}}
 """
 
 
@@ -589,9 +589,9 @@ def _summary_html(snapshot: Snapshot, model: ModelSnapshot, seen: _Seen | None) 
                          f"{_seconds(d.best_lap.get('evaluation'))} evaluation"),
         ]
         if cps is not None and (cps.best or cps.last):
+            named = (("best", cps.best), ("last", cps.last))
             items.append(("Checkpoints", ", ".join(
-                f"{kind} {escape(cp.name)}" for kind, cp in (("best", cps.best),
-                                                             ("last", cps.last)) if cp)))
+                f'{kind} <span class="n">{escape(cp.name)}</span>' for kind, cp in named if cp)))
     return "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
 
 

@@ -194,6 +194,7 @@ def chart(title: str, series: list[Series], left: Axis, right: Axis | None = Non
         out.append(f'<text class="empty" x="{(x0 + x1) / 2:.0f}" y="{(y0 + y1) / 2:.0f}" '
                    f'text-anchor="middle">no data yet</text>')
     taken: list[list[tuple[float, float]]] = []  # label extents per row, top row first
+    labels: list[str] = []
     for rule in sorted(rules, key=lambda r: r.iteration):
         if not series or not i_lo <= rule.iteration <= i_hi:
             continue
@@ -211,11 +212,14 @@ def chart(title: str, series: list[Series], left: Axis, right: Axis | None = Non
         y = y1 + 14 + row * (FONT_PX + 4)
         out.append(f'<g class="rule {rule.kind}" data-kind="{rule.kind}" '
                    f'data-iteration="{rule.iteration}"><line x1="{x:.1f}" x2="{x:.1f}" '
-                   f'y1="{y1}" y2="{y0}"/><text x="{x + dx:.1f}" y="{y}" '
-                   f'text-anchor="{anchor}">{escape(rule.label)}</text>'
+                   f'y1="{y1}" y2="{y0}"/>'
                    f"<title>{escape(rule.label)} (iteration {rule.iteration})</title></g>")
+        labels.append(f'<text class="rule-label {rule.kind}" data-iteration="{rule.iteration}" '
+                      f'x="{x + dx:.1f}" y="{y}" text-anchor="{anchor}">{escape(rule.label)}'
+                      "</text>")
     for s in sorted(series, key=lambda s: not s.faint):
         out.append(_series(s, sx, scales[s.axis], live))
+    out.extend(labels)  # over the points, so that they stay readable
     out.append("</svg>")
     return "\n".join(out)
 
