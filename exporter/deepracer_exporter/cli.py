@@ -49,6 +49,14 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(p: argparse.ArgumentParser, default: str = "info") -> None:
+    p.add_argument("--log-level", default=default, type=str.lower, choices=LOG_LEVELS,
+                   help=f"{', '.join(LOG_LEVELS)} (default {default})")
+
+
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepracer-exporter",
@@ -67,7 +75,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--once-timeout", default="5m", metavar="DURATION",
                    help="with --once: how long to wait for every model's first refresh "
                         "(default 5m)")
-    p.add_argument("--log-level", default="info")
+    _log_level(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -91,6 +99,22 @@ def _describe(config: Config, path: str) -> str:
     for d in config.discover:
         lines.append(f"  discover {d.source_label}")
     return "\n".join(lines)
+
+
+def _check_config(config: Config, path: str) -> int:
+    from .preflight import port_in_use, startup_problems
+
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # no "Found credentials" line here
+    problems = startup_problems(config)
+    if problems:
+        print(f"{path}: the file is valid but the exporter would not start or read:\n" +
+              "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return 2
+    print(_describe(config, path))
+    if port_in_use(config):
+        print(f"  note: port {config.listen_port} is in use now; a start fails unless that is "
+              f"this exporter running (a reload keeps its port)")
+    return 0
 
 
 def _serve(config: Config, path: str, web: WebConfig | None) -> int:
@@ -206,8 +230,7 @@ def _serve_command(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     if args.check_config:
-        print(_describe(config, args.config))
-        return 0
+        return _check_config(config, args.config)
     try:
         if args.once:
             return _once(config, once_timeout)
@@ -236,7 +259,7 @@ def _simulate_parser(prog: str, demo: bool) -> argparse.ArgumentParser:
                        help="with --push-to, push only the trainer's epochs, not the "
                             "simulator's episode lines")
     p.add_argument("--interval", default="0.5s", help="time between simulated episodes")
-    p.add_argument("--log-level", default="info")
+    _log_level(p)
     return p
 
 
