@@ -1,4 +1,4 @@
-"""Command line: serve, --once, --check-config, demo and simulate."""
+"""Command line: serve, --once, --check-config, check, demo and simulate."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepracer-exporter",
         description="Prometheus exporter for AWS DeepRacer training progress. "
-                    "Subcommands: 'demo' (embedded default, no cloud account) and 'simulate'.")
+                    "Subcommands: 'check' (what your bucket or folder holds), 'demo' (embedded "
+                    "default, no cloud account) and 'simulate'.")
     p.add_argument("--config", required=True, help="YAML configuration file")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true",
@@ -308,8 +309,42 @@ def _main_demo(argv: list[str]) -> int:
     return run_demo(args.listen, refresh, interval, stop, _registry())
 
 
+def _main_check(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="deepracer-exporter check",
+        description="Connect with the configured credentials, read every model once and say "
+                    "what was found and what is missing; exit 1 when nothing can be read.")
+    p.add_argument("--config", required=True, help="YAML configuration file")
+    p.add_argument("--timeout", default="2m", metavar="DURATION",
+                   help="how long to wait for every model to be read (default 2m)")
+    _log_level(p, default="error")
+    args = p.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+        timeout = parse_duration(args.timeout)
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f"--timeout: expected a duration like 2m, got {args.timeout!r}", file=sys.stderr)
+        return 2
+    from .preflight import startup_problems
+    from .probe import check
+
+    problems = [p for p in startup_problems(config) if not p.startswith(("listen", "telegraf"))]
+    if problems:  # a missing directory or profile: nothing to connect with
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    lines, status = check(config, _stores(config), timeout)
+    print("\n".join(lines))
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "check":
+        return _main_check(args[1:])
     if args and args[0] == "demo":
         return _main_demo(args[1:])
     if args and args[0] == "simulate":
