@@ -31,11 +31,15 @@ EXPORTER_CONFIG_TARGET = "/etc/deepracer-exporter/config.yml"
 
 DEMO_SERVICES = {"minio", "minio-init", "trainer"}
 ALL_SERVICES = DEMO_SERVICES | {"exporter", "prometheus", "alertmanager", "grafana"}
+# What DRfC's activate.sh exports: with its minio (DR_CLOUD=local) ...
 DRFC_ENV = {
     "DR_LOCAL_ACCESS_KEY_ID": "drfc-key",
     "DR_LOCAL_SECRET_ACCESS_KEY": "drfc-secret",
     "DR_LOCAL_S3_BUCKET": "my-drfc-bucket",
+    "DR_MINIO_URL": "http://minio:9000",
 }
+# ... and on AWS with an instance role (DR_CLOUD=aws): no keys, no minio URL.
+DRFC_AWS_ENV = {"DR_LOCAL_S3_BUCKET": "aws-deepracer-123-local", "DR_AWS_APP_REGION": "eu-west-1"}
 # Variables the compose files read; scrubbed so a developer's shell cannot change the outcome.
 _SCRUB = ("DR_", "MINIO_", "GRAFANA_", "COMPOSE_", "DOCKER_")
 
@@ -311,13 +315,47 @@ def test_drfc_variant_takes_drfcs_metrics_push_as_telegraf(drfc_cfg: dict[str, A
     assert config.telegraf_listen == ("0.0.0.0", 8092)
 
 
-def test_drfc_bucket_defaults_to_drfc_default(tmp_path: Path) -> None:
-    env = {k: v for k, v in DRFC_ENV.items() if k != "DR_LOCAL_S3_BUCKET"}
-    cfg = _rendered([COMPOSE, DRFC], env, tmp_path)
-    assert cfg["services"]["exporter"]["environment"]["DR_LOCAL_S3_BUCKET"] == "bucket"
+def test_drfc_on_aws_with_an_instance_role_reads_the_real_s3(tmp_path: Path) -> None:
+    """DR_CLOUD=aws with a role: activate.sh exports neither keys nor DR_MINIO_URL. The variant
+    starts, and the exporter's config leaves endpoint and credentials to botocore."""
+    from deepracer_exporter.config import load_config
+
+    exporter = _rendered([COMPOSE, DRFC], DRFC_AWS_ENV, tmp_path)["services"]["exporter"]
+    env = exporter["environment"]
+    assert not env["AWS_ACCESS_KEY_ID"] and not env["DR_LOCAL_ACCESS_KEY_ID"]
+    config = load_config(_bind_mounts(exporter)[EXPORTER_CONFIG_TARGET], env=env)
+    assert config.s3.endpoint_url is None  # the real S3
+    assert config.s3.region == "eu-west-1"
+    assert config.s3.access_key_id is None and config.s3.secret_access_key is None
+    assert [d.bucket for d in config.discover] == ["aws-deepracer-123-local"]
 
 
-def test_drfc_override_refuses_to_start_without_drfc_credentials(tmp_path: Path) -> None:
+def test_drfc_on_aws_finds_credentials_through_the_default_chain(
+        tmp_path: Path, samples: Path, s3: Any, bucket: str, s3_endpoint: str) -> None:
+    """`check` with the AWS variant's rendered environment: the credentials come from the chain
+    (a shared credentials file standing in for the instance role, which is the chain's last
+    link) and the endpoint from AWS_ENDPOINT_URL_S3, pointed at the test's S3 server."""
+    from conftest import upload_dir
+
+    exporter = _rendered([COMPOSE, DRFC], {**DRFC_AWS_ENV, "DR_LOCAL_S3_BUCKET": bucket},
+                         tmp_path)["services"]["exporter"]
+    upload_dir(s3, bucket, samples / "sample-drfc-1-logs", "rl-deepracer-sagemaker")
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = role-key\n"
+                           "aws_secret_access_key = role-secret\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DR_"))}
+    env.update({k: str(v) for k, v in exporter["environment"].items()})
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_CONFIG_FILE=os.devnull,
+               AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_EC2_METADATA_DISABLED="true")
+    done = subprocess.run([sys.executable, "-m", "deepracer_exporter.cli", "check", "--config",
+                           _bind_mounts(exporter)[EXPORTER_CONFIG_TARGET]], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "s3 endpoint AWS, credentials: ~/.aws/credentials" in done.stdout
+    assert f"model rl-deepracer-sagemaker (s3://{bucket}/rl-deepracer-sagemaker): ok" in done.stdout
+
+
+def test_drfc_override_refuses_to_start_without_activate(tmp_path: Path) -> None:
     proc = _compose_config([COMPOSE, DRFC], {}, tmp_path)
     assert proc.returncode != 0
     assert "activate.sh" in proc.stderr
@@ -354,6 +392,7 @@ def test_drfc_exporter_config_reads_drfc_variables() -> None:
     defaults = mod.load_config(path, env={"DR_LOCAL_ACCESS_KEY_ID": "k",
                                           "DR_LOCAL_SECRET_ACCESS_KEY": "s"})
     assert [d.bucket for d in defaults.discover] == ["bucket"]
+    assert defaults.s3.endpoint_url is None  # no DR_MINIO_URL: DRfC on AWS
     with pytest.raises(mod.ConfigInvalid, match="DR_LOCAL_ACCESS_KEY_ID"):
         mod.load_config(path, env={})
 
