@@ -282,11 +282,11 @@ def test_check_config_does_not_print_endpoint_userinfo(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in done.stdout + done.stderr
 
 
-README = Path(__file__).parents[1] / "README.md"
+CONFIGURATION_DOC = Path(__file__).parents[1] / "docs" / "configuration.md"
 
 
-def test_readme_configuration_shows_every_key_with_its_default() -> None:
-    text = README.read_text()
+def test_configuration_doc_shows_every_key_with_its_default() -> None:
+    text = CONFIGURATION_DOC.read_text()
     start = text.index("```yaml", text.index("## Configuration"))
     block = text[start:text.index("```\n", start + 7)]
     for name, written, _ in reference():
