@@ -129,3 +129,15 @@ def test_an_invalid_file_exits_2(tmp_path: Path) -> None:
     done = check(write(tmp_path, "models: [{bucket: b}]\n"))
     assert done.returncode == 2
     assert "'prefix' (or 'rounds') is required" in done.stderr
+
+
+def test_a_folder_that_is_itself_one_training_is_named(samples: Path, tmp_path: Path) -> None:
+    """An archive unpacked without a folder of its own: discover finds nothing below it, and
+    check says how to watch it."""
+    logs = tmp_path / "deepracer-logs"
+    shutil.copytree(samples / "sample-console-logs", logs)
+    done = check(write(tmp_path, f"discover: [{{directory: {logs}}}]\n"))
+    assert done.returncode == 1
+    assert "no model found" in done.stdout
+    assert (f"{logs} is itself a training (discover looks one folder below); watch it as a "
+            f"model: models: [{{directory: {tmp_path}, prefix: deepracer-logs}}]") in done.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import Config, DiscoverConfig, ModelConfig
 from .layouts import select_training_keys, simtrace_key
@@ -210,7 +211,29 @@ def report(config: Config, stores: Stores, snapshot: Snapshot,
         lines.append("no model found: nothing configured holds metrics/TrainingMetrics*.json "
                      "(deepracer-for-cloud) or metrics/training/*.json (console or "
                      "DeepRacer-on-AWS export)")
+        lines += [hint for d in config.discover if (hint := _itself_a_training(stores, d))]
     return lines, readable
+
+
+def _itself_a_training(stores: Stores, entry: DiscoverConfig) -> str | None:
+    """A hint when a discover location is itself one training (an archive unpacked without a
+    folder of its own): discover looks for trainings one level below it."""
+    metrics = f"{entry.prefix}/metrics/" if entry.prefix else "metrics/"
+    try:
+        found = select_training_keys((o.key for o in stores(entry).list_objects(metrics)),
+                                     metrics)
+    except SourceError:
+        return None
+    if not found:
+        return None
+    if entry.bucket is not None:
+        where = f"bucket: {entry.bucket}, prefix: {entry.prefix or '<the model folder>'}"
+        return (f"  s3://{entry.bucket}/{entry.prefix} is itself a training; watch it as a "
+                f"model: models: [{{{where}}}]")
+    base = Path(entry.directory or ".") / entry.prefix
+    return (f"  {base} is itself a training (discover looks one folder below); watch it as a "
+            f"model: models: [{{directory: {base.parent}, prefix: {base.name}}}], or move it "
+            f"into a folder of its own under {base}")
 
 
 def credentials_line(config: Config, locations: Iterable[str | None]) -> str | None:
