@@ -10,7 +10,7 @@ models in a directory. Each stalling client sets a 4 KiB receive buffer, pipelin
 - `stall`: `--stallers` clients (8: as many as the server has workers) that keep their
   connections, default limits;
 - `full`: as many stalling clients as `max_connections` allows (the open-file limit is set to
-  64, so `max_connections` is 32), each connecting again after about a second.
+  64, so `max_connections` is 32), each connecting again after about `--churn` seconds.
 
 Before and while the clients stall, a normal scraper asks for /metrics and /-/healthy
 `--scrapes` times each, on a new connection each time with Prometheus' default 10 s scrape
@@ -130,15 +130,15 @@ def scrape(port: int, path: str) -> tuple[float, int]:
     return took, len(body)
 
 
-def staller(port: int, requests: int, churn: bool, stop: threading.Event,
+def staller(port: int, requests: int, churn: float, stop: threading.Event,
             connects: list[int]) -> None:
-    """Pipeline requests and never read. With `churn`, connect again after about a second, so
-    that the server always holds as many as the clients can make (a connection the server
-    closed after reading every request does not look closed here: its FIN waits behind the
-    unread responses); without, keep the connection until the server resets it."""
+    """Pipeline requests and never read. With `churn`, connect again after about that many
+    seconds, so that the server always holds as many as the clients can make (a connection the
+    server closed after reading every request does not look closed here: its FIN waits behind
+    the unread responses); without, keep the connection until the server resets it."""
     rng = random.Random()
     while not stop.is_set():
-        reopen = time.monotonic() + (rng.uniform(0.5, 1.5) if churn else 1e9)
+        reopen = time.monotonic() + (rng.uniform(0.5, 1.5) * churn if churn else 1e9)
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
@@ -191,7 +191,7 @@ def measure(port: int, scrapes: int) -> dict[str, Any]:
 
 
 def scenario(name: str, root: Path, source: Path | None, stallers: int, requests: int,
-             scrapes: int, nofile: int | None, settle: float) -> dict[str, Any]:
+             scrapes: int, nofile: int | None, settle: float, churn: float) -> dict[str, Any]:
     """Normal scrapes before and while `stallers` clients stall."""
     proc, port = start_exporter(root, source, nofile)
     try:
@@ -200,7 +200,7 @@ def scenario(name: str, root: Path, source: Path | None, stallers: int, requests
         stop = threading.Event()
         connects: list[int] = []
         threads = [threading.Thread(target=staller,
-                                    args=(port, requests, name == "full", stop, connects),
+                                    args=(port, requests, churn, stop, connects),
                                     daemon=True) for _ in range(stallers)]
         for t in threads:
             t.start()
@@ -221,7 +221,7 @@ def scenario(name: str, root: Path, source: Path | None, stallers: int, requests
         sampler.join()
         for t in threads:
             t.join()
-        return {"scenario": name, "stallers": stallers, "requests_each": requests,
+        return {"scenario": name, "stallers": stallers, "churn_s": churn, "requests_each": requests,
                 "nofile": nofile, "staller_connects": len(connects), "before": before,
                 "during": during, "rss_mib_before": round(rss_before, 1),
                 "rss_mib_max_during": round(max(rss), 1), "rss_mib_end": round(rss[-1], 1)}
@@ -244,16 +244,19 @@ def main() -> None:
     p.add_argument("--only", choices=("stall", "full"))
     p.add_argument("--nofile", type=int, default=64,
                    help="open-file limit of the `full` scenario (max_connections: half)")
+    p.add_argument("--churn", type=float, default=1.0,
+                   help="`full`: seconds (on average) a stalling client keeps a connection")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_models(root / "data")
         if args.only in (None, "stall"):
             print(json.dumps(scenario("stall", root, args.source, args.stallers, args.requests,
-                                      args.scrapes, None, args.settle)), flush=True)
+                                      args.scrapes, None, args.settle, 0.0)), flush=True)
         if args.only in (None, "full"):
             print(json.dumps(scenario("full", root, args.source, args.nofile // 2,
-                                      args.requests, args.scrapes, args.nofile, args.settle)),
+                                      args.requests, args.scrapes, args.nofile, args.settle,
+                                      args.churn)),
                   flush=True)
 
 

@@ -50,6 +50,8 @@ _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: clos
 _ALLOW = "GET, HEAD"
 _IOV = 64  # buffers per sendmsg
 _TLS_CHUNK = 64 * 1024  # bytes per TLS send; one that would block is retried with the same bytes
+_READ = 16 * 1024  # bytes per recv
+_FRESH = 0.1  # seconds a new connection has to send its request before it can be evicted
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -262,6 +264,7 @@ class MetricsServer:
                     self._listen(not self._waiting)
                 if now >= next_sweep:
                     self._expire(now)
+                    self._admit_waiting()
                     next_sweep = now + 0.25
         finally:
             self._stopped.set()
@@ -328,9 +331,9 @@ class MetricsServer:
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
         if len(self._connections) >= self._max_connections and not self._evict():
-            # Every connection is being answered, for a moment only (a worker never waits for
-            # a client): this one is admitted when the first comes back, the next ones wait
-            # in the listen backlog.
+            # Every connection is being answered (for a moment only: a worker never waits for
+            # a client) or has just arrived: this one is admitted when there is room, the next
+            # ones wait in the listen backlog.
             self._waiting.append((sock, address))
             self._listen(False)
             return
@@ -353,8 +356,10 @@ class MetricsServer:
 
     def _evict(self) -> bool:
         """Close the connection longest unused that no worker holds (idle, or a client not
-        reading its response); False when every one is busy."""
-        waiting = [c for c in self._connections.values() if not c.busy]
+        reading its response); False when every one is busy or new (under a flood of new
+        connections, each would close the one before it before its request is read)."""
+        fresh = time.monotonic() - _FRESH
+        waiting = [c for c in self._connections.values() if not c.busy and c.active < fresh]
         if not waiting:
             return False
         self._close(min(waiting, key=lambda c: c.active))
@@ -389,7 +394,7 @@ class MetricsServer:
             return
         try:
             while True:
-                data = conn.sock.recv(65536)
+                data = conn.sock.recv(_READ)
                 if not data:
                     self._close(conn)
                     return
@@ -398,7 +403,10 @@ class MetricsServer:
                 if conn.closing:
                     continue
                 conn.buffer += data
-                if len(conn.buffer) > self.limits.max_head_bytes + 65536:
+                # One complete head is enough: pipelined requests wait in the socket (a
+                # client that sends many and never reads holds at most _READ bytes here).
+                if (_HEAD_END.search(conn.buffer, max(0, len(conn.buffer) - len(data) - 3))
+                        or len(conn.buffer) > self.limits.max_head_bytes):
                     break
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
@@ -469,6 +477,10 @@ class MetricsServer:
                 self._want(conn, events)  # the rest of the response, as the client reads
             else:
                 self._answered(conn)
+        self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        """Admit the connection waiting for room, if there is room now; then accept again."""
         while self._waiting and (len(self._connections) < self._max_connections
                                  or self._evict()):
             self._admit(*self._waiting.popleft())
@@ -498,7 +510,10 @@ class MetricsServer:
         conn.deadline = now + (self.limits.request_timeout if conn.buffer
                                else self.limits.idle_timeout)
         self._want(conn, selectors.EVENT_READ)
-        self._dispatch(conn)  # a pipelined request may be waiting in the buffer
+        if isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+            self._on_ready(conn)  # decrypted bytes the selector cannot see
+        else:
+            self._dispatch(conn)  # a pipelined request may be waiting in the buffer
 
     @staticmethod
     def _send_ready(conn: _Connection) -> int:
