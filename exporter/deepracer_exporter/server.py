@@ -355,14 +355,20 @@ class MetricsServer:
         self._want(conn, selectors.EVENT_READ)
 
     def _evict(self) -> bool:
-        """Close the connection longest unused that no worker holds (idle, or a client not
-        reading its response); False when every one is busy or new (under a flood of new
-        connections, each would close the one before it before its request is read)."""
+        """Close a connection no worker holds: a client not reading its response first, then
+        an idle one, the one longest unused of them; False when every one is busy or new
+        (under a flood of new connections, each would close the one before it before its
+        request is read)."""
         fresh = time.monotonic() - _FRESH
         waiting = [c for c in self._connections.values() if not c.busy and c.active < fresh]
         if not waiting:
             return False
-        self._close(min(waiting, key=lambda c: c.active))
+        conn = min(waiting, key=lambda c: (not c.output, c.active))
+        with contextlib.suppress(OSError):  # a lingering close, as in _refuse: what the
+            for _ in range(16):  # client sent is dropped, so that it sees an end, not a reset
+                if not conn.sock.recv(65536):
+                    break
+        self._close(conn)
         return True
 
     def _want(self, conn: _Connection, events: int) -> None:
