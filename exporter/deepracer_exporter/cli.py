@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -45,8 +46,11 @@ def _registry() -> CollectorRegistry:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .lograte import LineFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -133,29 +137,27 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
     gc.collect()
     gc.freeze()
     gc.enable()
+    # Signals are acted on here, one read at a time, from the bytes (signal numbers) that the
+    # C-level handler writes to the wake-up fd in whichever thread the kernel delivers them to.
+    # A flag set by a Python handler lost SIGTERM right behind SIGHUP (systemd's and Docker's
+    # reload-then-stop), and a main thread waiting on a lock is not woken by a signal that
+    # another thread took. Set before the "serving" line, which says the process is ready.
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+
+    def replace_default_action(signum: int, frame: Any) -> None:
+        """The signal is acted on below, from the wake-up fd."""
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, replace_default_action)
     scheme = "https" if web is not None and web.tls is not None else "http"
     log.info("serving %s://%s:%d/metrics (%d models; refresh every %gs)", scheme,
              config.listen_host, exporter.port, len(exporter.snapshot.models),
              config.refresh_interval)
-    stop = threading.Event()
-    reload = threading.Event()
-
-    def on_stop(signum: int, frame: Any) -> None:
-        stop.set()
-
-    def on_hup(signum: int, frame: Any) -> None:
-        reload.set()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
     while True:
-        stop.wait()
-        if not reload.is_set():
+        if set(wake_r.recv(64)) != {signal.SIGHUP}:
             break
-        stop.clear()
-        reload.clear()
         try:
             new = load_config(path)
         except ConfigInvalid as exc:
@@ -164,6 +166,9 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
         exporter.reload(new)
         log.info("reloaded %s: %d models, %d discover entries", path, len(new.models),
                  len(new.discover))
+    signal.set_wakeup_fd(-1)
+    wake_r.close()
+    wake_w.close()
     exporter.stop()
     return 0
 
