@@ -523,7 +523,8 @@ def _runs_html(model: ModelSnapshot) -> str:
     shown = "" if total <= len(runs) else f"The latest {len(runs)} of {total}. "
     return (f'<p class="note">{shown}Newest first. The start time is the one in the file '
             "name, as written: deepracer-for-cloud names the file with its host's local time "
-            "(<code>datetime.now()</code> in <code>scripts/evaluation/prepare-config.py</code>) "
+            "(<code>datetime.now()</code> in its "
+            "<code>scripts/evaluation/prepare-config.py</code>) "
             "and records no time zone; console and DeepRacer-on-AWS names are UTC. Lap times "
             "are the simulator's elapsed time of completed laps, so they include the time lost "
             "to resets and off-track penalties. Mean step: simulated time between two steps "
