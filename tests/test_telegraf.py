@@ -376,3 +376,19 @@ def test_a_non_integer_timestamp_makes_the_line_invalid(timestamp: str) -> None:
 def test_an_integer_timestamp_is_accepted() -> None:
     line = parse_line("m f=1 1700000000000000000")
     assert line.fields == {"f": 1.0}
+
+
+def test_the_watched_model_arrives_after_256_unknown_tags(pushed_exporter: Exporter) -> None:
+    exporter = pushed_exporter
+    assert exporter.push is not None
+    refresh(exporter)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(256):
+        sock.sendto(policy_line(f"old-training-{i}"), ("127.0.0.1", exporter.push.port))
+    wait_for(exporter.push.receiver, 256)
+    sock.sendto(policy_line(PREFIX, 0.75), ("127.0.0.1", exporter.push.port))
+    wait_for(exporter.push.receiver, 257)
+    sock.close()
+    got = refresh(exporter)
+    assert value(got, "deepracer_policy_entropy", model="drfc") == 0.75
+    assert value(got, "deepracer_exporter_push_lines_total", result="model_limit") == 0

@@ -88,10 +88,11 @@ class Exporter:
         self._monotonic = monotonic
         self.push: UdpListener | None = None  # bound by start(serve=True), not by --once
         self._receiver: PushReceiver | None = None
+        self._prefixes: tuple[Snapshot | None, frozenset[str]] = (None, frozenset())
         if config.telegraf_listen is not None:
             self._receiver = PushReceiver(
                 lambda prefix: latest_iteration(self.snapshot, prefix), clock,
-                max_iterations=config.max_iterations)
+                max_iterations=config.max_iterations, watched=self._watched)
         self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update,
                                    monotonic=monotonic,
                                    push=self._receiver.state if self._receiver else None)
@@ -102,6 +103,13 @@ class Exporter:
     @property
     def snapshot(self) -> Snapshot:
         return self.refresher.snapshot
+
+    def _watched(self, prefix: str) -> bool:
+        """Whether a watched model's latest round is `prefix` (one set per snapshot)."""
+        snapshot = self.snapshot
+        if self._prefixes[0] is not snapshot:
+            self._prefixes = (snapshot, frozenset(m.prefix for m in snapshot.models))
+        return prefix in self._prefixes[1]
 
     @property
     def port(self) -> int:
