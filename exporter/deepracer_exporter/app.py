@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from .config import Config, DiscoverConfig, ModelConfig, S3Settings
+from .dockerlogs import DockerLogs, Engine
 from .exposition import Exposition
 from .refresher import Refresher
 from .snapshot import Snapshot
 from .sources import DirectoryStore, ObjectStore
-from .telegraf_listener import PushReceiver, UdpListener
+from .telegraf_listener import PushReceiver, UdpListener, trainer_state
 
 if TYPE_CHECKING:
     from .server import MetricsServer
@@ -59,6 +60,7 @@ RESTART_KEYS: dict[str, Callable[[Config], object]] = {
     "listen": lambda c: (c.listen_host, c.listen_port),
     "s3": lambda c: c.s3,
     "telegraf": lambda c: c.telegraf_listen,
+    "docker": lambda c: c.docker,
 }
 
 
@@ -93,9 +95,16 @@ class Exporter:
             self._receiver = PushReceiver(
                 lambda prefix: latest_iteration(self.snapshot, prefix), clock,
                 max_iterations=config.max_iterations, watched=self._watched)
+        self.docker: DockerLogs | None = None  # started by start(serve=True), not by --once
+        if config.docker is not None:
+            d = config.docker
+            self.docker = DockerLogs(Engine(d.socket), d.containers, poll_interval=d.poll_interval,
+                                     max_iterations=config.max_iterations, monotonic=monotonic)
+        receiver, docker = self._receiver, self.docker
+        trainer = None if receiver is None and docker is None else (lambda: trainer_state(
+            receiver.state() if receiver else None, docker.state() if docker else None))
         self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update,
-                                   monotonic=monotonic,
-                                   push=self._receiver.state if self._receiver else None)
+                                   monotonic=monotonic, push=trainer)
         self.server: MetricsServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -123,6 +132,8 @@ class Exporter:
             host, port = config.telegraf_listen
             self.push = UdpListener(host, port, self._receiver, monotonic=self._monotonic)
             self.push.start()
+        if serve and self.docker is not None:
+            self.docker.start()
         self.refresher.refresh_once()
         if serve:
             from .server import MetricsServer  # --once never loads the HTTP server
@@ -156,6 +167,8 @@ class Exporter:
         self.refresher.close()
         if self.push is not None:
             self.push.stop()
+        if self.docker is not None:
+            self.docker.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

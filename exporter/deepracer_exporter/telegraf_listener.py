@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .dockerlogs import DockerState
 from .policylog import Epoch, PolicyTrack
 from .policylog import PolicyState as PolicyState  # where the collector has always found it
 
@@ -149,10 +150,23 @@ def parse_line(text: str) -> Line:
 
 @dataclass(frozen=True)
 class PushState:
-    """An immutable view for the collector: per model tag, and lines by result."""
+    """An immutable view for the collector: the trainer's figures per model tag (S3 prefix),
+    pushed over UDP (`lines` by result, when `listening`) or followed in container logs
+    (`docker`, when that source is on; its figures win for a prefix that both have)."""
 
     models: dict[str, PolicyState] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    listening: bool = True
+    docker: DockerState | None = None
+
+
+def trainer_state(push: PushState | None, docker: DockerState | None) -> PushState:
+    """What the snapshot holds of the trainer: the push, the container logs, or both."""
+    if docker is None:
+        return push if push is not None else PushState(listening=False)
+    if push is None:
+        return PushState(dict(docker.models), {}, listening=False, docker=docker)
+    return PushState(push.models | docker.models, push.lines, docker=docker)
 
 
 class PushReceiver:
