@@ -34,6 +34,16 @@ def dockerd() -> Iterator[Dockerd]:
         engine.close()
 
 
+@pytest.fixture
+def engine(dockerd: Dockerd) -> Iterator[Dockerd]:
+    """The engine, with every container of the test removed afterwards."""
+    yield dockerd
+    if dockerd.process is not None:
+        ids = dockerd.docker("ps", "-aq").stdout.decode().split()
+        if ids:
+            dockerd.docker("rm", "-f", *ids)
+
+
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -82,7 +92,8 @@ def test_docker_timestamps_are_read_to_the_nanosecond() -> None:
 
 
 def test_restart_and_second_training_neither_lose_nor_double_a_line(
-        dockerd: Dockerd, samples: Path, tmp_path: Path) -> None:
+        engine: Dockerd, samples: Path, tmp_path: Path) -> None:
+    dockerd = engine
     console, droa = console_log(samples), droa_log(samples)
     first, rest = halves(console)
     trainer(dockerd, tmp_path / "a", "tmpa1b2-algo-1-abcde", [first, rest],
@@ -129,10 +140,11 @@ def drfc_model(samples: Path, tmp_path: Path) -> Path:
 
 
 def test_the_exporter_survives_dockerd_stopping_and_starting(
-        dockerd: Dockerd, samples: Path, tmp_path: Path, drfc_model: Path) -> None:
+        engine: Dockerd, samples: Path, tmp_path: Path, drfc_model: Path) -> None:
     """Through the exporter: the families follow the container within one refresh; dockerd
     stops (errors counted, last figures kept), starts again and the container with it: the
     lines after it arrive, none twice."""
+    dockerd = engine
     console = console_log(samples)
     lines = console.splitlines(keepends=True)
     parts = ["".join(lines[:400]), "".join(lines[400:])]
@@ -183,3 +195,26 @@ def test_the_exporter_survives_dockerd_stopping_and_starting(
     assert value(up, "deepracer_policy_entropy", model="drfc") == pytest.approx(rows[-1][3],
                                                                                abs=1e-12)
 
+
+
+def test_a_container_printing_a_second_training_moves_to_its_prefix(
+        engine: Dockerd, tmp_path: Path) -> None:
+    """`simulate --print-trainer-log` prints the clone round in the same container: its new
+    `s3_prefix` line starts that model's figures afresh."""
+    from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec
+
+    texts = []
+    for prefix in ("round-1", "round-2"):
+        sim = TrainingSimulator(TrainingSpec(episodes_between_training=5, seed=9))
+        sim.advance(15)
+        texts.append("\n".join(sim.take_trainer_lines(prefix)) + "\n")
+    trainer(engine, tmp_path / "sim", "demo-trainer-algo-1-x", ["".join(texts)])
+    logs = DockerLogs(Engine(engine.socket), poll_interval=0.2)
+    logs.start()
+    try:
+        wait_until(lambda: epochs_of(logs.state(), "round-2") == 3 * 3, "the second round")
+        state = logs.state()
+    finally:
+        logs.stop()
+    assert set(state.models) == {"round-2"}
+    assert sorted(dict(state.models["round-2"].iteration_entropy)) == [0, 1, 2]

@@ -678,8 +678,8 @@ FAMILIES: tuple[Family, ...] = (
         labels=("reason",), help="Failed Docker Engine requests and broken log streams, by "
                                  "reason.",
         doc="failed Docker Engine requests and log streams: `unreachable` (no socket, dockerd "
-            "stopped), `timeout`, `api_error` (an HTTP error answer), `protocol`; all created "
-            "at 0",
+            "stopped), `access_denied` (the socket's group is not the exporter's), `timeout`, "
+            "`api_error` (an HTTP error answer), `protocol`; all created at 0",
         values=lambda s: _docker(s, lambda d: [((r,), n) for r, n in d.errors.items()])),
     ExporterFamily(
         name="deepracer_exporter_docker_lines_total", type="counter", section="health",

@@ -15,8 +15,10 @@ requests, urllib3 and its own release cadence to an exporter that otherwise neve
 - **Model**: a container is matched to a model by its S3 prefix, the same key the push uses:
   the first of `env` variables set in the container (`docker inspect`: DRfC's `rl_coach`
   container has `MODEL_S3_PREFIX`), else the `s3_prefix='...'` of the trainer's own
-  `Training Worker Args: Namespace(...)` line, which every simapp prints before any epoch.
-  Lines before either are held in the container's own figures and count once it is known.
+  `Training Worker Args: Namespace(...)` line, which every simapp prints before any epoch (a
+  later such line with another prefix starts that model's figures afresh: the simulator prints
+  its clone rounds in one container). Lines before either are held in the container's own
+  figures and count once it is known.
 - **Never twice**: the source keeps, per container, the timestamp of the last line read (and how
   many lines carried it); a stream that ends (container stopped or restarted, dockerd gone)
   resumes with `since=` that time and skips what it has already read. A new training is a new
@@ -60,7 +62,7 @@ log = logging.getLogger("deepracer_exporter")
 
 DEFAULT_CONTAINERS = r"-algo-\d+-"
 DEFAULT_ENV = ("MODEL_S3_PREFIX",)
-ERROR_REASONS = ("unreachable", "timeout", "api_error", "protocol")
+ERROR_REASONS = ("unreachable", "access_denied", "timeout", "api_error", "protocol")
 LINE_RESULTS = ("policy", "checkpoint", "unreadable")
 _ARGS_PREFIX = re.compile(r"Training Worker Args: Namespace\(.*?\bs3_prefix='([^']{1,512})'")
 _REQUEST_SECONDS = 10.0
@@ -99,6 +101,9 @@ class Engine:
         except TimeoutError as exc:
             conn.close()
             raise DockerError("timeout", f"{path}: {exc}") from None
+        except PermissionError as exc:  # the socket's group is not ours (docs/compose.md)
+            conn.close()
+            raise DockerError("access_denied", f"{self.socket_path}: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise DockerError("unreachable", f"{self.socket_path}: {exc}") from None
@@ -193,6 +198,7 @@ class _Container:
     name: str
     track: PolicyTrack
     prefix: str | None = None
+    from_env: bool = False
     started: int = 0  # nanoseconds of its first line read: the newer container wins a model
     last: int = 0  # nanoseconds of the last line read
     at_last: int = 0  # lines read carrying `last`
@@ -302,6 +308,7 @@ class DockerLogs:
             container = known or _Container(cid, name, PolicyTrack(self._max_iterations))
             if container.prefix is None:
                 container.prefix = _env_prefix(config.get("Env"), self._env)
+                container.from_env = container.prefix is not None
             container.following = True
             self._containers[cid] = container
             self._containers.move_to_end(cid)
@@ -381,8 +388,12 @@ class DockerLogs:
                 c.started = at
             c.at_last = c.at_last + 1 if at == c.last else 1
             c.last = at
-            if c.prefix is None and (found := _ARGS_PREFIX.search(text)):
-                c.prefix = found.group(1).rstrip("/")
+            if not c.from_env and (found := _ARGS_PREFIX.search(text)):
+                prefix = found.group(1).rstrip("/")
+                if c.prefix is not None and prefix != c.prefix:  # the next training in it
+                    c.track = PolicyTrack(self._max_iterations)
+                    c.started = at
+                c.prefix = prefix
             if isinstance(record, Epoch):
                 c.track.epoch(record, at / 1e9)
             elif isinstance(record, Checkpoint):
