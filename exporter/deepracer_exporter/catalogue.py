@@ -581,7 +581,9 @@ FAMILIES: tuple[Family, ...] = (
         values=_pushed(lambda p: _one(p.epochs))),
     ModelFamily(
         name="deepracer_policy_last_epoch_timestamp_seconds", type="gauge", section="policy",
-        labels=MODEL, unit="seconds", help="Unix time the latest epoch was received.",
+        labels=MODEL, unit="seconds",
+        help="Unix time of the latest epoch: received (push), printed (container log) or the "
+             "export log file's last write.",
         values=_pushed(lambda p: _one(p.last_epoch_time))),
     ModelFamily(
         name="deepracer_iteration_policy_entropy", type="gauge", section="policy",
