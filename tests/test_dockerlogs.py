@@ -218,3 +218,21 @@ def test_a_container_printing_a_second_training_moves_to_its_prefix(
         logs.stop()
     assert set(state.models) == {"round-2"}
     assert sorted(dict(state.models["round-2"].iteration_entropy)) == [0, 1, 2]
+
+
+def test_at_most_max_containers_are_followed(engine: Dockerd, samples: Path,
+                                             tmp_path: Path) -> None:
+    console = console_log(samples)
+    for k in range(3):
+        trainer(engine, tmp_path / f"t{k}", f"tmp{k}-algo-1-abc", [console],
+                env={"MODEL_S3_PREFIX": f"model-{k}"})
+    logs = DockerLogs(Engine(engine.socket), poll_interval=0.2, max_containers=2)
+    logs.start()
+    try:
+        wait_until(lambda: sum(epochs_of(logs.state(), f"model-{k}") == 84 for k in range(3))
+                   == 2, "two containers read")
+        time.sleep(1.0)
+        state = logs.state()
+    finally:
+        logs.stop()
+    assert state.followed == 2 and len(state.models) == 2

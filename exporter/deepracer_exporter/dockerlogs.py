@@ -23,9 +23,9 @@ requests, urllib3 and its own release cadence to an exporter that otherwise neve
   many lines carried it); a stream that ends (container stopped or restarted, dockerd gone)
   resumes with `since=` that time and skips what it has already read. A new training is a new
   container: its figures replace the older container's for the model.
-- **Bounded**: at most `max_containers` containers are remembered (followed or stopped; the
-  least recently seen is forgotten), each with one PolicyTrack (`max_iterations` means) and one
-  partial line of at most a few KiB.
+- **Bounded**: at most `max_containers` containers are followed at once (one thread each) and
+  remembered (stopped ones: the least recently seen is forgotten), each with one PolicyTrack
+  (`max_iterations` means) and one partial line of at most a few KiB.
 - Failures (socket missing, dockerd stopping, an API error) are counted by reason and logged
   once; the source retries every `poll_interval` and the last figures stay exported.
 """
@@ -293,6 +293,12 @@ class DockerLogs:
                 if known is not None and known.following:
                     self._containers.move_to_end(cid)
                     continue
+                busy = sum(c.following for c in self._containers.values())
+            if busy >= self._max_containers:
+                if self._log.failed("full", "full"):
+                    log.warning("docker: %d containers match %r; following only %d of them",
+                                busy + 1, self._pattern.pattern, self._max_containers)
+                continue
             self._follow(cid, name, known)
 
     def _follow(self, cid: str, name: str, known: _Container | None) -> None:

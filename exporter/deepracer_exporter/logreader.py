@@ -8,15 +8,15 @@ Exports hold the trainer's whole stdout beside the metrics, written when the job
 The newest such file (by name, which starts with its time) is read once per ETag and folded by
 policylog.read_log, which closes an update left without its checkpoint at the end. Its
 LastModified is the figures' `last_epoch_time` (the log has no timestamps). The folder is listed
-on the first refresh and then at most every `LIST_SECONDS`, so a live DRfC model, which has no
-such folder, costs one LIST request in ten minutes.
+on the first refresh and then at most every `LIST_SECONDS`, and only for a model whose training
+file is an export's: a DRfC model costs no request more.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from .policylog import PolicyState, read_log
@@ -45,10 +45,14 @@ class TrainerLog:
         self.state: PolicyState | None = None
         self.unreadable_lines = 0
 
-    def refresh(self, store: _Store, prefix: str, max_bytes: int,
+    def refresh(self, store: _Store, prefix: str, training_keys: Iterable[str], max_bytes: int,
                 failed: Callable[[str, SourceError], None]) -> PolicyState | None:
         """The figures, listing and reading only when due; `failed(key, error)` is told of a
-        failure, which leaves the figures as they were."""
+        failure, which leaves the figures as they were. Only a model whose training file is an
+        export's (`<prefix>/metrics/training/*.json`, among `training_keys`) is looked at: a
+        DRfC model (`TrainingMetrics*.json`) never has such a log and costs no request."""
+        if not any(k.startswith(f"{prefix}/metrics/training/") for k in training_keys):
+            return None
         folder = f"{prefix}/logs/training/"
         if self._monotonic() - self._listed >= LIST_SECONDS:
             try:

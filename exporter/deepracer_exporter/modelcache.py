@@ -445,7 +445,7 @@ class ModelCache:
             checkpoints=checkpoints.value,
             checkpoints_updated=checkpoints.last_modified if checkpoints.value else None,
             simulator=self._simulator,
-            policy=self._trainer_log.refresh(self._store, prefix,
+            policy=self._trainer_log.refresh(self._store, prefix, self._objects,
                                              self._settings.max_object_bytes, self._side_failure),
         )
 
