@@ -40,7 +40,7 @@ REFRESH = 0.25  # exporter refresh interval; an iteration (20 episodes) takes lo
 DEADLINE_S = 120.0  # generous: on an idle machine everything is there after about 20 s
 MODELS = tuple(name for name, _ in DEMO_MODELS)
 
-# Families a healthy demo cannot give a sample, with the reason: only the Docker source's. The
+# Families a healthy demo cannot give a sample, with the reason: only the log sources'. The
 # error and rejection counters are created at zero (refresh errors per reason, push lines per
 # result), the unmatched-push gauge is 0 but present, and the simulator writes every file a DRfC
 # training does.
@@ -48,7 +48,9 @@ NEVER_SAMPLED: dict[str, str] = dict.fromkeys(
     ("deepracer_exporter_docker_containers_followed", "deepracer_exporter_docker_errors_total",
      "deepracer_exporter_docker_lines_total"),
     "the in-process demo runs no Docker Engine: tests/test_dockerlogs.py shows them against a "
-    "real dockerd, docker-compose.trainer-logs.yml in the compose demo")
+    "real dockerd, docker-compose.trainer-logs.yml in the compose demo") | dict.fromkeys(
+    ("deepracer_exporter_cloudwatch_errors_total", "deepracer_exporter_cloudwatch_lines_total"),
+    "the demo reads no CloudWatch Logs: tests/test_cloudwatchlogs.py shows them")
 
 
 def coverage(got: Samples) -> dict[str, set[tuple[str, str]]]:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from .cloudwatchlogs import CloudWatchLogs
+from .cloudwatchlogs import make_client as make_logs_client
 from .config import Config, DiscoverConfig, ModelConfig, S3Settings
 from .dockerlogs import DockerLogs, Engine
 from .exposition import Exposition
@@ -61,6 +63,7 @@ RESTART_KEYS: dict[str, Callable[[Config], object]] = {
     "s3": lambda c: c.s3,
     "telegraf": lambda c: c.telegraf_listen,
     "docker": lambda c: c.docker,
+    "cloudwatch": lambda c: c.cloudwatch,
 }
 
 
@@ -100,9 +103,20 @@ class Exporter:
             d = config.docker
             self.docker = DockerLogs(Engine(d.socket), d.containers, poll_interval=d.poll_interval,
                                      max_iterations=config.max_iterations, monotonic=monotonic)
-        receiver, docker = self._receiver, self.docker
-        trainer = None if receiver is None and docker is None else (lambda: trainer_state(
-            receiver.state() if receiver else None, docker.state() if docker else None))
+        self.cloudwatch: CloudWatchLogs | None = None  # started with the docker source
+        if config.cloudwatch is not None:
+            from .s3store import translate_s3
+
+            cw = config.cloudwatch
+            self.cloudwatch = CloudWatchLogs(
+                make_logs_client(cw.region, cw.profile, cw.endpoint_url), translate_s3,
+                cw.log_group, poll_interval=cw.poll_interval,
+                max_iterations=config.max_iterations, monotonic=monotonic)
+        receiver, docker, cloudwatch = self._receiver, self.docker, self.cloudwatch
+        trainer = None if receiver is None and docker is None and cloudwatch is None else (
+            lambda: trainer_state(receiver.state() if receiver else None,
+                                  docker.state() if docker else None,
+                                  cloudwatch.state() if cloudwatch else None))
         self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update,
                                    monotonic=monotonic, push=trainer)
         self.server: MetricsServer | None = None
@@ -134,6 +148,8 @@ class Exporter:
             self.push.start()
         if serve and self.docker is not None:
             self.docker.start()
+        if serve and self.cloudwatch is not None:
+            self.cloudwatch.start()
         self.refresher.refresh_once()
         if serve:
             from .server import MetricsServer  # --once never loads the HTTP server
@@ -169,6 +185,8 @@ class Exporter:
             self.push.stop()
         if self.docker is not None:
             self.docker.stop()
+        if self.cloudwatch is not None:
+            self.cloudwatch.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__, sidefiles
+from .cloudwatchlogs import CloudWatchState
 from .config import DEFAULT_ITERATION_STATS, FULL_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import STATS, Derived, FloatArray, IterationTable
@@ -56,8 +57,9 @@ SECTIONS = {
         "`wall_clock`.")),
     "policy": ("metrics", "Policy training, from the trainer (optional)", (
         "From the trainer's `Policy training>` lines or DRfC's metrics push: the trainer "
-        "container's log\n(`docker` section), DRfC's push (`telegraf: {listen: ...}`, simapp "
-        "5.3.x), or the log file of a\nconsole/DeepRacer-on-AWS export; matched to a model by "
+        "container's log\n(`docker` section), CloudWatch Logs (`cloudwatch`), DRfC's push "
+        "(`telegraf: {listen: ...}`, simapp\n5.3.x), or the log file of a console/DeepRacer-on-"
+        "AWS export; matched to a model by "
         "its latest round's prefix (see\ndocs/compose.md, \"Policy metrics per DeepRacer "
         "version\").")),
     "health": ("health", "Exporter health", ""),
@@ -192,6 +194,11 @@ def _iteration_entropy(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
     if state is None or not m.history_exported(s.created):
         return ()
     return [((str(iteration),), entropy) for iteration, entropy in state.iteration_entropy]
+
+
+def _cloudwatch(s: Snapshot, fn: Callable[[CloudWatchState], list[Sample]]) -> list[Sample]:
+    """A figure of the CloudWatch Logs source; none without a `cloudwatch` section."""
+    return fn(s.push.cloudwatch) if s.push is not None and s.push.cloudwatch is not None else []
 
 
 def _docker(s: Snapshot, fn: Callable[[DockerState], list[Sample]]) -> list[Sample]:
@@ -690,6 +697,18 @@ FAMILIES: tuple[Family, ...] = (
             "(Policy training), `checkpoint`, `unreadable` (a marker with values that are not "
             "numbers)",
         values=lambda s: _docker(s, lambda d: [((r,), n) for r, n in d.lines.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_cloudwatch_errors_total", type="counter", section="health",
+        labels=("reason",), help="Failed CloudWatch Logs reads, by reason.",
+        doc="failed reads of the `cloudwatch` log group, reasons as "
+            "`deepracer_exporter_refresh_errors_total`; all created at 0",
+        values=lambda s: _cloudwatch(s, lambda c: [((r,), n) for r, n in c.errors.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_cloudwatch_lines_total", type="counter", section="health",
+        labels=("result",), help="Trainer lines read from CloudWatch Logs, by result.",
+        doc="trainer lines read from the `cloudwatch` log group: `policy`, `checkpoint`, "
+            "`unreadable`",
+        values=lambda s: _cloudwatch(s, lambda c: [((r,), n) for r, n in c.lines.items()])),
     ExporterFamily(
         name="deepracer_exporter_build_info", type="gauge", section="health",
         labels=("version",), help="Exporter version (always 1).",

@@ -56,6 +56,7 @@ from .policylog import (
     PolicyState,
     PolicyTrack,
     parse_line,
+    worker_prefix,
 )
 
 log = logging.getLogger("deepracer_exporter")
@@ -64,7 +65,6 @@ DEFAULT_CONTAINERS = r"-algo-\d+-"
 DEFAULT_ENV = ("MODEL_S3_PREFIX",)
 ERROR_REASONS = ("unreachable", "access_denied", "timeout", "api_error", "protocol")
 LINE_RESULTS = ("policy", "checkpoint", "unreadable")
-_ARGS_PREFIX = re.compile(r"Training Worker Args: Namespace\(.*?\bs3_prefix='([^']{1,512})'")
 _REQUEST_SECONDS = 10.0
 
 
@@ -394,8 +394,7 @@ class DockerLogs:
                 c.started = at
             c.at_last = c.at_last + 1 if at == c.last else 1
             c.last = at
-            if not c.from_env and (found := _ARGS_PREFIX.search(text)):
-                prefix = found.group(1).rstrip("/")
+            if not c.from_env and (prefix := worker_prefix(text)) is not None:
                 if c.prefix is not None and prefix != c.prefix:  # the next training in it
                     c.track = PolicyTrack(self._max_iterations)
                     c.started = at

@@ -40,6 +40,7 @@ CHECKPOINT_MARKER = "Checkpoint> Saving in path="
 MAX_LOG_LINE = 4096  # longer lines are not the trainer's; they are skipped, not parsed
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ARGS_PREFIX = re.compile(r"Training Worker Args: Namespace\(.*?\bs3_prefix='([^']{1,512})'")
 _PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z_ ]*?)\s*=\s*([^,]*)")
 _CHECKPOINT = re.compile(r"/(\d{1,9})_Step-(\d{1,15})\.ckpt")
 _FIELDS = {"Surrogate loss": "surrogate_loss", "KL divergence": "kl_divergence",
@@ -89,6 +90,13 @@ def parse_line(line: str) -> Epoch | Checkpoint | None:
             raise LogLineError("a Checkpoint line without '<N>_Step-<steps>.ckpt'")
         return Checkpoint(int(found.group(1)), int(found.group(2)))
     return None
+
+
+def worker_prefix(line: str) -> str | None:
+    """The S3 prefix the trainer writes to, from the `Training Worker Args: Namespace(...)` line
+    every simapp prints first (without a trailing slash); None for any other line."""
+    found = _ARGS_PREFIX.search(line) if len(line) <= MAX_LOG_LINE else None
+    return found.group(1).rstrip("/") if found else None
 
 
 def _epoch(rest: str) -> Epoch:

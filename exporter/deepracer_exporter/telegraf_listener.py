@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .cloudwatchlogs import CloudWatchState
 from .dockerlogs import DockerState
 from .policylog import Epoch, PolicyTrack
 from .policylog import PolicyState as PolicyState  # where the collector has always found it
@@ -151,22 +152,28 @@ def parse_line(text: str) -> Line:
 @dataclass(frozen=True)
 class PushState:
     """An immutable view for the collector: the trainer's figures per model tag (S3 prefix),
-    pushed over UDP (`lines` by result, when `listening`) or followed in container logs
-    (`docker`, when that source is on; its figures win for a prefix that both have)."""
+    pushed over UDP (`lines` by result, when `listening`), read from CloudWatch Logs
+    (`cloudwatch`) or followed in container logs (`docker`), each when on; for a prefix that
+    several have, a container log wins over CloudWatch, and both over the push."""
 
     models: dict[str, PolicyState] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
     listening: bool = True
     docker: DockerState | None = None
+    cloudwatch: CloudWatchState | None = None
 
 
-def trainer_state(push: PushState | None, docker: DockerState | None) -> PushState:
-    """What the snapshot holds of the trainer: the push, the container logs, or both."""
-    if docker is None:
+def trainer_state(push: PushState | None, docker: DockerState | None,
+                  cloudwatch: CloudWatchState | None = None) -> PushState:
+    """What the snapshot holds of the trainer: the push, the logs, or several."""
+    if docker is None and cloudwatch is None:
         return push if push is not None else PushState(listening=False)
-    if push is None:
-        return PushState(dict(docker.models), {}, listening=False, docker=docker)
-    return PushState(push.models | docker.models, push.lines, docker=docker)
+    models = dict(push.models) if push is not None else {}
+    for source in (cloudwatch, docker):
+        if source is not None:
+            models |= source.models
+    return PushState(models, push.lines if push is not None else {},
+                     listening=push is not None, docker=docker, cloudwatch=cloudwatch)
 
 
 class PushReceiver:
