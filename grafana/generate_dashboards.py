@@ -42,6 +42,7 @@ from grafana_foundation_sdk.models import xychart as xm
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "grafana" / "dashboards"
 RULES = ROOT / "prometheus" / "rules" / "deepracer.yml"
+ALERTS_DOC = ROOT / "docs" / "alerts.md"
 # Set on every panel: Grafana runs a panel's option migrations when it is missing or older.
 GRAFANA_VERSION = "11.6.0"
 DEFAULT_DATASOURCE_UID = "deepracer-prometheus"  # grafana/provisioning/datasources
@@ -49,6 +50,7 @@ DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job=~"$job"'
 TRAINING_UID = "deepracer-training"
 OVERVIEW_UID = "deepracer-overview"
+RUNBOOK_UID = "deepracer-runbook"
 CONSOLE_CHART_TITLE = "Reward and completion (DeepRacer console)"
 WARN_SECONDS = 300  # "Since last update" turns orange (dashboard only)
 # The car acts 15 times per simulated second: a step every 1/15 s (66.7 ms), the target line.
@@ -1397,11 +1399,40 @@ def overview_dashboard(t: Thresholds) -> dm.Dashboard:
     )
 
 
+def runbook_sections(doc: Path = ALERTS_DOC) -> list[tuple[str, str]]:
+    """(alert name, its section of docs/alerts.md without the heading), in the doc's order."""
+    parts = re.split(r"^## ", doc.read_text(), flags=re.M)[1:]
+    sections = [part.partition("\n") for part in parts]
+    return [(title.strip(), body.strip()) for title, _, body in sections
+            if title.startswith("DeepRacer")]
+
+
+def runbook_dashboard(doc: Path = ALERTS_DOC) -> dm.Dashboard:
+    """docs/alerts.md's section of each alert as a text panel (panel N = the Nth alert), so an
+    alert's runbook link resolves on the user's own Grafana: /d/deepracer-runbook?viewPanel=N."""
+    panels = [
+        text_panel(name, f"What {name} means and what to do (docs/alerts.md).",
+                   (24, min(4 + body.count("\n") // 2, 24)),
+                   # A link to another doc would resolve against Grafana: keep its text only.
+                   re.sub(r"\[([^]]+)\]\((?!https?:)[^)]*\)", r"\1", body))
+        for name, body in runbook_sections(doc)
+    ]
+    return dashboard(
+        RUNBOOK_UID,
+        "DeepRacer alert runbook",
+        "What each DeepRacer alert means and what to do; alerts link here (runbook_url).",
+        [("", panels)],
+        per_model=False,
+        link=("Overview", f"/d/{OVERVIEW_UID}"),
+    )
+
+
 def render(rules: Path = RULES) -> dict[str, str]:
     """File name -> JSON text, exactly as committed (with the thresholds of `rules`)."""
     t = rule_thresholds(rules)
     boards = {"deepracer-training.json": training_dashboard(t),
-              "deepracer-overview.json": overview_dashboard(t)}
+              "deepracer-overview.json": overview_dashboard(t),
+              "deepracer-runbook.json": runbook_dashboard()}
     return {name: json.dumps(b, cls=JSONEncoder, indent=2) + "\n" for name, b in boards.items()}
 
 

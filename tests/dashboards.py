@@ -44,6 +44,7 @@ METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 
 TRAINING_UID = "deepracer-training"
 OVERVIEW_UID = "deepracer-overview"
+RUNBOOK_UID = "deepracer-runbook"
 CONSOLE_CHART_TITLE = "Reward and completion (DeepRacer console)"
 # What `$job` becomes with the job variable's default, All (its allValue).
 ALL_JOBS = ".+"

@@ -119,7 +119,7 @@ def test_committed_json_is_generator_output() -> None:
 def test_uids_fixed_and_unique() -> None:
     files = sorted(dash.DASHBOARD_DIR.glob("*.json"))
     assert len(files) == len(BOARDS), "two dashboards share a uid"
-    assert set(BOARDS) == {dash.TRAINING_UID, dash.OVERVIEW_UID}
+    assert set(BOARDS) == {dash.TRAINING_UID, dash.OVERVIEW_UID, dash.RUNBOOK_UID}
     titles = [b["title"] for b in BOARDS.values()]
     assert len(set(titles)) == len(titles)
     for board in BOARDS.values():
