@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 import numpy.typing as npt
 
+from . import trackview
 from .derive import Derived, FloatArray, IterationTable
 from .parse import PHASES
 from .sidefiles import EvaluationRun
@@ -341,7 +342,7 @@ def model_html(snapshot: Snapshot, model: ModelSnapshot, charts: str) -> str:
             f" \u00b7 data of {_utc(snapshot.created)}"
             f"{f', reloads every {_refresh_seconds(snapshot)} s' if trains else ''}</p>"
             f"<h1 id=\"model-name\">{escape(model.name)}</h1>{_summary_html(snapshot, model)}"
-            f"{charts}<h2>Fastest laps</h2>"
+            f"{charts}{trackview.section_html(model.extras.analysis)}<h2>Fastest laps</h2>"
             f"{_laps_html(d) if d is not None else _NO_DATA}"
             f"<h2>Evaluation runs</h2>"
             f"{_runs_html(model.extras.evaluation_runs, model.extras.evaluation_run_count)}")
