@@ -138,3 +138,18 @@ def test_pickled_objects_are_never_loaded(tmp_path: Path) -> None:
     np.save(tmp_path / "evil.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(MetricsFileError):
         TrackFiles(tmp_path).load("evil")
+
+
+def test_multi_config_training_names_the_track_per_worker(s3: Any, bucket: str,
+                                                         samples: Path,
+                                                         sample_tracks: Path) -> None:
+    """DRfC's multi-config training uploads training_params_1.yaml (worker 0's), ... and no
+    training_params.yaml: the first worker's file names the track."""
+    upload_dir(s3, bucket, samples / "sample-drfc-3-logs", "m")
+    s3.put_object(Bucket=bucket, Key="m/training_params_1.yaml", Body=PARAMS)
+    s3.put_object(Bucket=bucket, Key="m/training_params_2.yaml",
+                  Body=PARAMS.replace(b"reinvent_base", b"Spain_track"))
+    cache = ModelCache(ModelConfig(name="m", rounds=("m",), bucket=bucket), S3Store(s3, bucket),
+                       DeriveSettings(tracks_dir=str(sample_tracks)))
+    a = cache.refresh().extras.analysis
+    assert a is not None and a.track_name == "reinvent_base" and a.track is not None

@@ -526,9 +526,12 @@ class ModelCache:
         if basis != self._simulator_basis:
             self._simulator_basis = basis
             self._simulator = self._simulator_figures(offset) if traces else None
-            if traces:  # once per new simtrace file: the track may have changed with it
-                self._world, _ = self._read_side(f"{latest}/training_params.yaml",
-                                                 analysis.world_name)
+            for params in ("training_params.yaml", "training_params_1.yaml") if traces else ():
+                # once per new simtrace file (the track may change with it); DRfC's multi-config
+                # training writes only a file per worker, the first being worker 0's
+                self._world, _ = self._read_side(f"{latest}/{params}", analysis.world_name)
+                if self._world.etag is not None:
+                    break
 
     def _simtrace_folders(self, prefix: str, latest: bool, relist: bool, missing: set[str]
                           ) -> list[str]:
