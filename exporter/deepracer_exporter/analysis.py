@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -375,7 +374,3 @@ def analyse(offset: int, files: Mapping[tuple[int, int], FileEpisodes],
 def action_name(action: Action) -> str:
     """As the console lists an action: steering angle and speed."""
     return f"{action.steering_angle:g}\u00b0 {action.speed:g} m/s"
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
