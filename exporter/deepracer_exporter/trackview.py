@@ -47,7 +47,8 @@ background:#fbfbfb}
 svg.track .border{fill:none;stroke:#879596;stroke-width:1.5}
 svg.track .centre{fill:none;stroke:#c3c9cc;stroke-width:1;stroke-dasharray:4 4}
 svg.track .path{fill:none;stroke:#1f77b4;stroke-width:1.2;opacity:.45}
-svg.track .end{fill:none;stroke-width:2}
+svg.track .end{stroke-width:3;vector-effect:non-scaling-stroke}
+svg.track .end line{vector-effect:non-scaling-stroke}
 svg.usage{width:100%;height:auto;border:1px solid #d5dbdb;border-radius:4px;margin:.3em 0}
 ul.keys{list-style:none;padding:0;margin:.2em 0;display:flex;flex-wrap:wrap;gap:.2em 1em;
 font-size:.88em}
@@ -120,9 +121,9 @@ def _end_mark(p: EpisodePath, frame: _Frame) -> str:
               f'data-x="{float(p.x[-1])!r}" data-y="{float(p.y[-1])!r}"')
     if p.end == "crashed":
         return (f'<g class="end" {common} stroke="{END_COLOUR}" data-cx="{x}" data-cy="{y}">'
-                f'<line x1="{x - 5}" y1="{y - 5}" x2="{x + 5}" y2="{y + 5}"/>'
-                f'<line x1="{x - 5}" y1="{y + 5}" x2="{x + 5}" y2="{y - 5}"/></g>')
-    return (f'<circle class="end" {common} cx="{x}" cy="{y}" r="5" stroke="{END_COLOUR}" '
+                f'<line x1="{x - 7}" y1="{y - 7}" x2="{x + 7}" y2="{y + 7}"/>'
+                f'<line x1="{x - 7}" y1="{y + 7}" x2="{x + 7}" y2="{y - 7}"/></g>')
+    return (f'<circle class="end" {common} cx="{x}" cy="{y}" r="7" fill="{END_COLOUR}" '
             f'data-cx="{x}" data-cy="{y}"/>')
 
 
@@ -167,7 +168,7 @@ def track_svg(a: ModelAnalysis) -> str:
                    f'data-speed="{float(v)!r}"/>'
                    for x, y, v in zip(lap.x, lap.y, lap.speed, strict=True))
         out.append("</g>")
-    out.append('<g id="episode-ends" fill="none">')
+    out.append('<g id="episode-ends">')
     out.extend(_end_mark(p, frame) for p in paths if p.end in ENDINGS)
     out.append("</g></svg>")
     return "".join(out)
@@ -243,8 +244,8 @@ def section_html(a: ModelAnalysis | None) -> str:
              "paths only)" if a.track_name else
              "(track unknown: paths only, scaled to fit)")
     note = (f"The {len(a.latest_paths)} episodes of iteration {a.latest_iteration} {where}. "
-            f"Each blue line is an episode; a <span style=\"color:{END_COLOUR}\">circle</span> "
-            f"marks where one left the track (a cross a crash; {ends} here); squares are the "
+            f"Each blue line is an episode; a magenta dot marks where one left the track (a "
+            f"cross a crash; {ends} here); squares are the "
             "mean reward of the steps in them (light: low, dark red: high). ")
     if lap is not None:
         note += (f"Coloured dots: the fastest lap kept ({lap.seconds:.3f} s, iteration "
