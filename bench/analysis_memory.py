@@ -10,7 +10,8 @@ simulated iterations' CSVs repeated: every file is a real simulated iteration of
 150-250 rows per episode late in training). `--models` ModelCaches refresh it (each keeps its
 own copy, as separate models would), once with the simtrace files and once without; RSS after
 gc and malloc_trim in this process, after a warm-up model. Also printed: the bytes each file's
-kept reduction holds (FileEpisodes arrays), how many GETs the second refresh makes (0: each file
+kept reduction holds (FileEpisodes arrays), the same with CSVs whose header hides the analysis
+columns (step timing only, what the cache kept before the analysis), how many GETs the second refresh makes (0: each file
 is read once), and the series the analysis families add to one model's exposition.
 """
 
@@ -64,7 +65,8 @@ def _settle() -> int:
     return _rss()
 
 
-def write_model(root: Path, name: str, iterations: int, simtrace: bool) -> None:
+def write_model(root: Path, name: str, iterations: int, simtrace: bool,
+                analysis: bool = True) -> None:
     spec = TrainingSpec(episodes_between_training=20, max_episodes=20 * (iterations + 1),
                         seed=3, midpoint_iterations=3)
     folder = root / name
@@ -77,7 +79,10 @@ def write_model(root: Path, name: str, iterations: int, simtrace: bool) -> None:
     (folder / "training-simtrace").mkdir()
     for it in range(iterations):
         source = f"training-simtrace/{DISTINCT - 1 - it % 5}-iteration.csv"
-        (folder / f"training-simtrace/{it}-iteration.csv").write_bytes(files[source])
+        body = files[source]
+        if not analysis:  # a header without X: the parser keeps step timing only, as before
+            body = body.replace(b",X,", b",x_,", 1)
+        (folder / f"training-simtrace/{it}-iteration.csv").write_bytes(body)
     for key in ("model/model_metadata.json", "training_params.yaml"):
         (folder / key).parent.mkdir(parents=True, exist_ok=True)
         (folder / key).write_bytes(files[key])
@@ -106,9 +111,11 @@ def main() -> None:
         root = Path(tmp)
         write_model(root, "with", args.iterations, simtrace=True)
         write_model(root, "without", args.iterations, simtrace=False)
+        write_model(root, "timing", args.iterations, simtrace=True, analysis=False)
         csv_bytes = sum(p.stat().st_size for p in (root / "with/training-simtrace").iterdir())
         started = time.perf_counter()
         plain, _ = measure(root, "without", args.models)
+        timing, _ = measure(root, "timing", args.models)
         traced, caches = measure(root, "with", args.models)
         elapsed = time.perf_counter() - started
         cache = caches[0]
@@ -131,6 +138,8 @@ def main() -> None:
             "rss_mb_per_model_without_simtrace": round(plain / 1e6, 2),
             "rss_mb_per_model_with_simtrace": round(traced / 1e6, 2),
             "simtrace_rss_mb_per_model": round((traced - plain) / 1e6, 2),
+            "rss_mb_per_model_step_timing_only": round(timing / 1e6, 2),
+            "analysis_rss_mb_per_model": round((traced - timing) / 1e6, 2),
             "kept_reduction_kb": round(reduced / 1e3, 1),
             "kept_positions_kb": round(paths / 1e3, 1),
             "files_with_positions": sum(1 for e in kept if e.path is not None),
