@@ -10,9 +10,10 @@ simulated iterations' CSVs repeated: every file is a real simulated iteration of
 150-250 rows per episode late in training). `--models` ModelCaches refresh it (each keeps its
 own copy, as separate models would), once with the simtrace files and once without; RSS after
 gc and malloc_trim in this process, after a warm-up model. Also printed: the bytes each file's
-kept reduction holds (FileEpisodes arrays), the same with CSVs whose header hides the analysis
-columns (step timing only, what the cache kept before the analysis), how many GETs the second refresh makes (0: each file
-is read once), and the series the analysis families add to one model's exposition.
+kept reduction holds (FileEpisodes arrays), RSS with CSVs whose header hides the analysis
+columns (step timing only, what the cache kept before the analysis), how many GETs the second
+refresh makes (0: each file is read once), and the series the analysis families add to one
+model's exposition.
 """
 
 from __future__ import annotations
