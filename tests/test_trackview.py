@@ -174,3 +174,40 @@ def test_without_a_track_file_the_paths_are_scaled_to_fit(s3: Any, bucket: str,
         # the paths fill the view: scaled to fit, not drawn at the track's size
         assert (max(xs) - min(xs) > 0.9 * (width - 32)
                 or max(ys) - min(ys) > 0.9 * (height - 32))
+
+
+def test_continuous_action_space_shows_the_steering_speed_grid(samples: Path,
+                                                              tmp_path: Path) -> None:
+    """The continuous-action DeepRacer on AWS sample: the usage bars are the grid's cells, each
+    iteration's parts summing to the whole; without a track name the paths alone are drawn."""
+    import tarfile
+
+    from browser import parse_dom
+    from deepracer_exporter.analysis import analyse, reduce_file
+    from deepracer_exporter.layouts import TRAINING, simtrace_key
+    from deepracer_exporter.simtrace import parse_simtrace
+    from deepracer_exporter.trackview import section_html
+
+    with tarfile.open(samples / "sample-continous-action-logs.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    (model,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    files = {}
+    for path in model.rglob("*.csv"):
+        key = simtrace_key(path.relative_to(tmp_path).as_posix(), model.name)
+        if key is not None and key.kind == TRAINING:
+            reduced = reduce_file(parse_simtrace(path.read_bytes()))
+            assert reduced is not None
+            files[(key.iteration, key.worker)] = reduced
+    result, _ = analyse(0, files)
+    assert result is not None
+    dom = parse_dom(section_html(result))
+    assert len(dom.find("ul", id="action-keys").find_all("li")) == 20
+    bars = dom.find("svg", id="action-usage").find_all("g")
+    assert len(bars) == len(files) == 15
+    for bar in bars:
+        parts = [float(r.attrs["data-value"]) for r in bar.find_all("rect")]
+        assert sum(parts) == pytest.approx(1.0)
+        assert all("|" in r.attrs["data-action"] for r in bar.find_all("rect"))
+    view = dom.find("svg", id="track-view")
+    assert not view.find_all("g", **{"class": "borders"})
+    assert "track unknown" in dom.find_all("p", **{"class": "note"})[0].text
