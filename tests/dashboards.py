@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_DIR = REPO_ROOT / "grafana"
 DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 PROVISIONING_DIR = GRAFANA_DIR / "provisioning"
-METRICS_DOC = REPO_ROOT / "README.md"
+METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 
 TRAINING_UID = "deepracer-training"
 OVERVIEW_UID = "deepracer-overview"
@@ -318,6 +318,6 @@ def metric_names(expr: str) -> set[str]:
 
 
 def documented_metrics() -> set[str]:
-    """Metric families named in the first column of the tables in README.md."""
+    """Metric families named in the first column of the tables in docs/metrics.md."""
     text = METRICS_DOC.read_text()
     return set(re.findall(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|", text, re.M))

@@ -20,12 +20,18 @@ TEST_FILES = sorted((PROM_DIR / "tests").glob("*.yml"))
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 CONTAINER_RULES = "/etc/prometheus/rules/*.yml"
 SEVERITIES = {"critical", "warning", "info"}
-GRAFANA = "http://localhost:3000"
+GRAFANA = "http://localhost:3000"  # without the grafana_url external label
+# Link bases: Prometheus' external labels grafana_url and docs_url (prometheus.yml), else these.
+GRAFANA_BASE = ("{{ with $externalLabels.grafana_url }}{{ . }}{{ else }}"
+                f"{GRAFANA}{{{{ end }}}}")
 DASHBOARD_URL = re.compile(
-    rf"^{GRAFANA}/d/(?P<uid>[\w-]+)"
+    rf"^{re.escape(GRAFANA_BASE)}/d/(?P<uid>[\w-]+)"
     r"(?:\?var-(?P<var>\w+)=\{\{ \$labels\.(?P<label>\w+) \| urlquery \}\})?$"
 )
-RUNBOOK_BASE = "https://github.com/deepracer-exporter/deepracer-exporter/blob/main/docs/alerts.md"
+DOCS = "https://github.com/deepracer-exporter/deepracer-exporter/blob/main/docs"
+RUNBOOK_BASE = f"{DOCS}/alerts.md"
+RUNBOOK_TEMPLATE = ("{{ with $externalLabels.docs_url }}{{ . }}{{ else }}"
+                    f"{DOCS}{{{{ end }}}}/alerts.md")
 DASHBOARDS = REPO / "grafana" / "dashboards"
 # Files whose Prometheus scrape examples users copy, besides the compose stack's prometheus.yml.
 DOCS_WITH_SCRAPE_EXAMPLES = [REPO / "docs" / "security.md", REPO / "docs" / "bench.md"]
@@ -111,7 +117,7 @@ def test_every_alert_has_severity_summary_description_and_dashboard() -> None:
         if rule.get("labels", {}).get("severity") not in SEVERITIES:
             problems.append(f"{name}: severity label not one of {sorted(SEVERITIES)}")
         annotations = rule.get("annotations", {})
-        for key in ("summary", "description"):
+        for key in ("summary", "description", "action"):
             if not str(annotations.get(key, "")).strip():
                 problems.append(f"{name}: missing {key} annotation")
         if "model" in annotations.get("dashboard_url", "") and "$labels.model" not in (
@@ -179,7 +185,7 @@ def test_every_alert_links_its_runbook_and_dashboard() -> None:
     for rule in alert_rules():
         name, annotations = rule["alert"], rule["annotations"]
         base, _, anchor = annotations["runbook_url"].partition("#")
-        assert base == RUNBOOK_BASE, name
+        assert base == RUNBOOK_TEMPLATE, name
         assert anchor == github_anchor(name) and anchor in anchors, (name, anchor)
         link = DASHBOARD_URL.match(annotations["dashboard_url"])
         assert link, (name, annotations["dashboard_url"])
@@ -220,6 +226,8 @@ def down_annotations(job: str) -> dict[str, str]:
         "5m. No DeepRacer alert can fire while it is down.",
         "dashboard_url": f"{GRAFANA}/d/deepracer-overview",
         "runbook_url": f"{RUNBOOK_BASE}#deepracerexporterdown",
+        "action": "Start the exporter (docker compose up -d exporter) and look at its log "
+                  "(docker compose logs exporter).",
     }
 
 

@@ -1,10 +1,11 @@
 """The metric catalogue: every family the exporter exposes, declared once.
 
-An entry gives a family's name, type, labels, HELP, unit, README section and where its value
+An entry gives a family's name, type, labels, HELP, unit, docs section and where its value
 comes from. The custom collector (collector.py) builds the small families from it at every
-refresh, the cached renderer (render.py) renders the per-iteration ones from it, and README's
-metric tables are generated from it (`python -m deepracer_exporter.catalogue README.md`; a test
-fails when README is not current). Adding a family is one entry plus its value function.
+refresh, the cached renderer (render.py) renders the per-iteration ones from it, and the metric
+tables of docs/metrics.md are generated from it (`python -m deepracer_exporter.catalogue
+docs/metrics.md`; a test fails when they are not current). Adding a family is one entry plus
+its value function.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ Sample = tuple[tuple[str, ...], float]  # label values in the family's label ord
 
 CACHED = " Cached: refreshed in the background every {interval:g}s."
 
-# README sections, in the order they appear there: (marker, heading, text under the heading).
+# docs/metrics.md's sections, in the order they appear there:
+# (marker, heading, text under the heading).
 SECTIONS = {
     "state": ("metrics", "Current state, one series per model (and phase)", ""),
     "iteration": ("metrics", "Per iteration (labels model, phase, round, iteration; the latest "
@@ -74,7 +76,7 @@ class Family:
     labels: tuple[str, ...]
     help: str  # HELP text; "{window}" becomes rolling_window
     section: str  # key of SECTIONS
-    doc: str = ""  # README's meaning when it says more than HELP
+    doc: str = ""  # the docs' meaning when it says more than HELP
     unit: str = ""  # base unit, also the name's suffix: seconds, ratio, bytes
 
     def help_text(self, snapshot: Snapshot) -> str:
@@ -703,7 +705,7 @@ FAMILIES: tuple[Family, ...] = (
         name="deepracer_exporter_series", type="gauge", section="health", labels=MODEL,
         help="Series the model contributes to this exposition (per-iteration ones included).",
         doc="series of this exposition that carry the model's label, this one included: what "
-            "the model costs Prometheus (see Sizing)"),
+            "the model costs Prometheus (see docs/bench.md, Sizing)"),
     ExporterFamily(
         name="deepracer_exporter_models", type="gauge", section="health", labels=(),
         help="Models watched.", values=lambda s: [((), len(s.models))]),
@@ -741,16 +743,24 @@ MODEL_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, ModelFamily))
 ITERATION_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, IterationFamily))
 
 
-# -- README -------------------------------------------------------------------------------------
+# -- docs/metrics.md -----------------------------------------------------------------------------
 
 def _type(f: Family) -> str:
     return f"{f.type} (1)" if "(always 1)" in f.help else f.type
 
 
+_PROPER = ("Unix",)  # words whose capital stays at the start of a meaning
+
+
 def _meaning(f: Family) -> str:
+    """HELP as a table cell: without its full stop, and lower case unless the first word is a
+    name or an acronym (KL, PPO, Unix)."""
     if f.doc:
         return f.doc.strip()
     text = f.help.format(window="`rolling_window`").rstrip(".")
+    first = text.split(" ", 1)[0]
+    if first in _PROPER or first[1:2].isupper():
+        return text
     return text[:1].lower() + text[1:]
 
 
@@ -798,7 +808,7 @@ def _table(families: Sequence[Family], marker: str) -> list[str]:
     return rows
 
 
-def readme_blocks() -> dict[str, str]:
+def generated_blocks() -> dict[str, str]:
     """Marker name -> the generated text between `<!-- NAME:begin ... -->` and `NAME:end`."""
     blocks: dict[str, list[str]] = {}
     for key, (marker, heading, text) in SECTIONS.items():
@@ -812,9 +822,9 @@ def readme_blocks() -> dict[str, str]:
     return {marker: "\n".join(lines).rstrip("\n") for marker, lines in blocks.items()}
 
 
-def update_readme(text: str) -> str:
-    """README text with every generated block replaced by the catalogue's current one."""
-    for marker, block in readme_blocks().items():
+def update_generated(text: str) -> str:
+    """A document's text with every generated block replaced by the catalogue's current one."""
+    for marker, block in generated_blocks().items():
         begin = text.index(f"<!-- {marker}:begin")
         start = text.index("-->", begin) + len("-->")
         end = text.index(f"<!-- {marker}:end -->", start)
@@ -823,15 +833,15 @@ def update_readme(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m deepracer_exporter.catalogue [README.md]`: print the generated blocks, or
-    rewrite them in the given README."""
+    """`python -m deepracer_exporter.catalogue [docs/metrics.md]`: print the generated blocks,
+    or rewrite them in the given document."""
     if not argv:
-        for marker, block in readme_blocks().items():
+        for marker, block in generated_blocks().items():
             print(f"<!-- {marker} -->\n{block}")
         return 0
     with open(argv[0], encoding="utf-8") as f:
         text = f.read()
-    new = update_readme(text)
+    new = update_generated(text)
     if new != text:
         with open(argv[0], "w", encoding="utf-8") as f:
             f.write(new)

@@ -1,7 +1,7 @@
 """Pure derivation: workers' columns of every round -> per-iteration statistics.
 
 Numbers follow deepracer-utils' `TrainingMetrics` (`_loadRound`, `addRound`, `getSummary`,
-`plotProgress`) except where it is wrong, which is documented in README.md ("How numbers are
+`plotProgress`) except where it is wrong, which is documented in docs/metrics.md ("How numbers are
 derived"):
 - episodes per iteration come from `num_episodes_between_training` split over the workers (the
   lowest worker indexes take the extra episodes of an uneven split) when hyperparameters are

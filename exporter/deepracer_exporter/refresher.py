@@ -34,6 +34,7 @@ StoreFactory = Callable[[ModelConfig | DiscoverConfig], ObjectStore]
 T = TypeVar("T")
 Location = tuple[str | None, str | None]  # (bucket, directory)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NOT_UTF8 = re.compile(r"[\ud800-\udfff]")  # bytes of a folder name that did not decode
 _POLL = 1.0  # seconds between watchdog checks while a refresh runs outside a store call
 
 
@@ -251,6 +252,12 @@ class Refresher:
                 if key in taken:
                     continue
                 taken.add(key)
+                if _NOT_UTF8.search(prefix):
+                    if self._log.failed(("utf-8", key), "utf-8"):
+                        log.warning("discovery of %s: skipping folder %r: its name is not "
+                                    "UTF-8, which a model name must be", entry.source_label,
+                                    prefix.encode("utf-8", "surrogateescape"))
+                    continue
                 if _CONTROL.search(prefix):
                     if self._log.failed(("control", key), "control"):
                         log.warning("discovery of %s: skipping prefix %r: it holds control "
