@@ -211,3 +211,23 @@ def test_continuous_action_space_shows_the_steering_speed_grid(samples: Path,
     view = dom.find("svg", id="track-view")
     assert not view.find_all("g", **{"class": "borders"})
     assert "track unknown" in dom.find_all("p", **{"class": "note"})[0].text
+
+
+def test_a_window_mixing_action_space_kinds_draws_the_latest_kinds_bars() -> None:
+    """A prefix trained again with the other kind of action space: the bars follow the latest
+    iteration's kind, the earlier iterations' bars stay empty instead of failing the page."""
+    from browser import parse_dom
+    from deepracer_exporter.analysis import FIELDS, FileEpisodes, analyse
+    from deepracer_exporter.trackview import section_html
+
+    table = np.zeros((1, len(FIELDS)))
+    table[0, FIELDS.index("progress")] = 50.0
+    discrete = FileEpisodes(table, np.array([3, 1]), None, None)
+    continuous = FileEpisodes(table, np.zeros(0, dtype=np.int64),
+                              np.ones((5, 4), dtype=np.int64), None)
+    result, _ = analyse(0, {(0, 0): continuous, (1, 0): discrete})
+    assert result is not None
+    bars = {g.attrs["data-iteration"]: g.find_all("rect") for g in
+            parse_dom(section_html(result)).find("svg", id="action-usage").find_all("g")}
+    assert [float(r.attrs["data-value"]) for r in bars["1"]] == [0.75, 0.25]
+    assert bars["0"] == []

@@ -186,6 +186,8 @@ def _usage_keys(a: ModelAnalysis, last: IterationAnalysis) -> list[tuple[str, st
 
 
 def _shares(it: IterationAnalysis, keys: list[tuple[str, str]]) -> list[float]:
+    if (it.grid is not None) != ("|" in keys[0][0]):
+        return [0.0] * len(keys)  # the other kind of action space (a new training): no bar
     if it.grid is not None:
         total = it.grid.sum()
         flat = it.grid.reshape(-1)
