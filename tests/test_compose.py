@@ -87,6 +87,9 @@ def any_cfg(request: pytest.FixtureRequest) -> dict[str, Any]:
     return fixture
 
 
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
 def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
     """target -> host source of the service's bind mounts (docker-compose renders them absolute)."""
     out = {}
@@ -134,6 +137,8 @@ def test_default_stack_runs_every_service(default_cfg: dict[str, Any]) -> None:
 def test_bind_mounts_and_build_inputs_exist_in_repo(any_cfg: dict[str, Any]) -> None:
     for name, service in any_cfg["services"].items():
         for target, source in _bind_mounts(service).items():
+            if source == target == DOCKER_SOCKET:  # the DRfC variant's trainer-log source
+                continue
             src = Path(source).resolve()
             assert src.is_relative_to(REPO), f"{name}: {source} mounts a path outside the repo"
             assert src.exists(), f"{name}: bind-mount source {source} (-> {target}) is missing"
@@ -545,3 +550,21 @@ def test_docker_build_context_has_what_the_dockerfile_copies() -> None:
         any((REPO / "exporter" / "deepracer_exporter").glob("*.py"))
     for secret in (".env", ".git/config", "tests/test_compose.py", "bench/x.py"):
         assert _dockerignored(secret, patterns), f"{secret} would be sent to the build context"
+
+
+def test_drfc_variant_follows_the_trainer_container_read_only(drfc_cfg: dict[str, Any]) -> None:
+    """The socket is mounted read-only into the exporter only, and the config follows DRfC's
+    SageMaker container (`<tmp>-algo-1-<id>`, what `dr-find-sagemaker` looks for)."""
+    for name, service in drfc_cfg["services"].items():
+        mounts = [v for v in service.get("volumes", []) if DOCKER_SOCKET in str(v)]
+        if name != "exporter":
+            assert not mounts, name
+            continue
+        assert len(mounts) == 1
+        mount = mounts[0]
+        assert (mount.get("read_only") if isinstance(mount, dict) else mount.endswith(":ro"))
+    config = _exporter_config_module().load_config(REPO / "deploy" / "exporter-drfc.yml",
+                                                   env=dict(DRFC_ENV))
+    assert config.docker is not None and config.docker.socket == DOCKER_SOCKET
+    assert re.search(config.docker.containers, "tmpq3x9ab1c-algo-1-xk2pz-1")
+    assert not re.search(config.docker.containers, "deepracer-0-robomaker-1")

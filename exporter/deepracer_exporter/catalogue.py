@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__, analysis, sidefiles
+from .cloudwatchlogs import CloudWatchState
 from .config import DEFAULT_ITERATION_STATS, FULL_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import STATS, Derived, FloatArray, IterationTable
+from .dockerlogs import DockerState
 from .parse import PHASES, STATUSES
 from .simtrace import IterationSteps
 from .snapshot import ModelSnapshot, Simulator, SimulatorIteration, Snapshot
@@ -61,10 +63,13 @@ SECTIONS = {
         "simulator families' iterations) the episodes'\nmean speed, distance and projected lap "
         "time, and the latest iteration's action usage. The model's\npage draws the episodes "
         "on the track. Details: docs/analysis.md.")),
-    "policy": ("metrics", "Policy training, from DRfC's metrics push (optional)", (
-        "Only with `telegraf: {listen: ...}` and DRfC's `DR_TELEGRAF_HOST` pointing at the "
-        "exporter (see\n\"Policy metrics from DRfC's push\" below); matched to a model by its "
-        "latest round's prefix.")),
+    "policy": ("metrics", "Policy training, from the trainer (optional)", (
+        "From the trainer's `Policy training>` lines or DRfC's metrics push: the trainer "
+        "container's log\n(`docker` section), CloudWatch Logs (`cloudwatch`), DRfC's push "
+        "(`telegraf: {listen: ...}`, simapp\n5.3.x), or the log file of a console/DeepRacer-on-"
+        "AWS export; matched to a model by "
+        "its latest round's prefix (see\ndocs/compose.md, \"Policy metrics per DeepRacer "
+        "version\").")),
     "health": ("health", "Exporter health", ""),
 }
 
@@ -197,6 +202,16 @@ def _iteration_entropy(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
     if state is None or not m.history_exported(s.created):
         return ()
     return [((str(iteration),), entropy) for iteration, entropy in state.iteration_entropy]
+
+
+def _cloudwatch(s: Snapshot, fn: Callable[[CloudWatchState], list[Sample]]) -> list[Sample]:
+    """A figure of the CloudWatch Logs source; none without a `cloudwatch` section."""
+    return fn(s.push.cloudwatch) if s.push is not None and s.push.cloudwatch is not None else []
+
+
+def _docker(s: Snapshot, fn: Callable[[DockerState], list[Sample]]) -> list[Sample]:
+    """A figure of the Docker source; none without a `docker` section."""
+    return fn(s.push.docker) if s.push is not None and s.push.docker is not None else []
 
 
 def _simulator(fn: Callable[[Simulator], Iterable[Sample]]
@@ -648,7 +663,9 @@ FAMILIES: tuple[Family, ...] = (
         values=_pushed(lambda p: _one(p.epochs))),
     ModelFamily(
         name="deepracer_policy_last_epoch_timestamp_seconds", type="gauge", section="policy",
-        labels=MODEL, unit="seconds", help="Unix time the latest epoch was received.",
+        labels=MODEL, unit="seconds",
+        help="Unix time of the latest epoch: received (push), printed (container log) or the "
+             "export log file's last write.",
         values=_pushed(lambda p: _one(p.last_epoch_time))),
     ModelFamily(
         name="deepracer_iteration_policy_entropy", type="gauge", section="policy",
@@ -727,12 +744,46 @@ FAMILIES: tuple[Family, ...] = (
         doc="lines received on the `telegraf` listener: `policy` and `episode` (used), "
             "`other_measurement`, `malformed`, `too_long`, `model_limit` (more model tags than "
             "held), `rate_limited` (dropped); only when the listener is on",
-        values=lambda s: [] if s.push is None else [((r,), s.push.lines.get(r, 0))
-                                                    for r in PUSH_RESULTS]),
+        values=lambda s: [] if s.push is None or not s.push.listening else [
+            ((r,), s.push.lines.get(r, 0)) for r in PUSH_RESULTS]),
     ExporterFamily(
         name="deepracer_exporter_push_unmatched_models", type="gauge", section="health",
         labels=(), help="Model tags pushed that match no watched model's latest prefix.",
         values=lambda s: [] if s.push is None else [((), s.unmatched_push_models())]),
+    ExporterFamily(
+        name="deepracer_exporter_docker_containers_followed", type="gauge", section="health",
+        labels=(), help="Trainer containers whose log is being followed through the Docker "
+                        "Engine.",
+        doc="containers matching `docker.containers` whose log is followed now; only with a "
+            "`docker` section",
+        values=lambda s: _docker(s, lambda d: [((), d.followed)])),
+    ExporterFamily(
+        name="deepracer_exporter_docker_errors_total", type="counter", section="health",
+        labels=("reason",), help="Failed Docker Engine requests and broken log streams, by "
+                                 "reason.",
+        doc="failed Docker Engine requests and log streams: `unreachable` (no socket, dockerd "
+            "stopped), `access_denied` (the socket's group is not the exporter's), `timeout`, "
+            "`api_error` (an HTTP error answer), `protocol`; all created at 0",
+        values=lambda s: _docker(s, lambda d: [((r,), n) for r, n in d.errors.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_docker_lines_total", type="counter", section="health",
+        labels=("result",), help="Trainer lines read from container logs, by result.",
+        doc="lines of the followed containers' logs that the trainer writes: `policy` "
+            "(Policy training), `checkpoint`, `unreadable` (a marker with values that are not "
+            "numbers)",
+        values=lambda s: _docker(s, lambda d: [((r,), n) for r, n in d.lines.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_cloudwatch_errors_total", type="counter", section="health",
+        labels=("reason",), help="Failed CloudWatch Logs reads, by reason.",
+        doc="failed reads of the `cloudwatch` log group, reasons as "
+            "`deepracer_exporter_refresh_errors_total`; all created at 0",
+        values=lambda s: _cloudwatch(s, lambda c: [((r,), n) for r, n in c.errors.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_cloudwatch_lines_total", type="counter", section="health",
+        labels=("result",), help="Trainer lines read from CloudWatch Logs, by result.",
+        doc="trainer lines read from the `cloudwatch` log group: `policy`, `checkpoint`, "
+            "`unreadable`",
+        values=lambda s: _cloudwatch(s, lambda c: [((r,), n) for r, n in c.lines.items()])),
     ExporterFamily(
         name="deepracer_exporter_build_info", type="gauge", section="health",
         labels=("version",), help="Exporter version (always 1).",

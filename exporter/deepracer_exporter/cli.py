@@ -264,6 +264,9 @@ def _simulate_parser(prog: str, demo: bool) -> argparse.ArgumentParser:
         p.add_argument("--no-push-episodes", action="store_true",
                        help="with --push-to, push only the trainer's epochs, not the "
                             "simulator's episode lines")
+        p.add_argument("--print-trainer-log", action="store_true",
+                       help="print the first model's trainer log (Policy training> and "
+                            "Checkpoint> lines) on stdout, as DRfC's SageMaker container does")
     p.add_argument("--interval", default="0.5s", help="time between simulated episodes")
     _log_level(p)
     return p
@@ -293,7 +296,9 @@ def _main_simulate(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     run_simulate(client, args.bucket, interval, stop, push_to,
-                 push_episodes=not args.no_push_episodes)
+                 push_episodes=not args.no_push_episodes,
+                 trainer_log=(lambda line: print(line, flush=True)) if args.print_trainer_log
+                 else None)
     return 0
 
 

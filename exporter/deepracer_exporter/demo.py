@@ -38,18 +38,22 @@ LOOPBACK = "127.0.0.1"
 
 
 def run_simulate(client: Any, bucket: str, interval: float, stop: threading.Event,
-                 push_to: tuple[str, int] | None = None, *, push_episodes: bool = True) -> None:
+                 push_to: tuple[str, int] | None = None, *, push_episodes: bool = True,
+                 trainer_log: Callable[[str], None] | None = None) -> None:
     """Write the demo models' training into `bucket` (created if missing) until stopped.
 
     With `push_to` (HOST, PORT), also push there over UDP what DRfC's trainer (and, with
-    `push_episodes`, its simulator) push to DR_TELEGRAF_HOST:DR_TELEGRAF_PORT.
+    `push_episodes`, its simulator) push to DR_TELEGRAF_HOST:DR_TELEGRAF_PORT. With
+    `trainer_log` (e.g. print), hand it the first demo model's trainer stdout lines, so the
+    container running this has the log a SageMaker trainer container has (docs/compose.md).
     """
     _simulate(client, bucket, interval, stop, None if push_to is None else (lambda: push_to),
-              push_episodes)
+              push_episodes, trainer_log)
 
 
 def _simulate(client: Any, bucket: str, interval: float, stop: threading.Event,
-              push_to: Callable[[], tuple[str, int] | None] | None, push_episodes: bool) -> None:
+              push_to: Callable[[], tuple[str, int] | None] | None, push_episodes: bool,
+              trainer_log: Callable[[str], None] | None = None) -> None:
     try:
         client.create_bucket(Bucket=bucket)
     except client.exceptions.BucketAlreadyOwnedByYou:
@@ -72,7 +76,7 @@ def _simulate(client: Any, bucket: str, interval: float, stop: threading.Event,
              "" if pusher is None else ", pushing DRfC's metrics over UDP")
     try:
         run_simulation(put, list(DEMO_MODELS), interval, stop, delete_object=delete,
-                       push=pusher, push_episodes=push_episodes)
+                       push=pusher, push_episodes=push_episodes, trainer_log=trainer_log)
     finally:
         if pusher is not None:
             pusher.close()

@@ -29,6 +29,7 @@ from . import analysis, layouts, sidefiles, simtrace, tail, track
 from .config import ModelConfig
 from .derive import Derived, RoundInput, _episodes_per_worker, derive
 from .lograte import LogLimiter
+from .logreader import TrainerLog
 from .parse import Columns, MetricsFileError
 from .snapshot import Health, ModelExtras, ModelSnapshot, Simulator, SimulatorIteration
 from .sources import REASONS, Fetched, ObjectInfo, ObjectStore, SourceError
@@ -247,6 +248,7 @@ class ModelCache:
         self._folders_listed = -math.inf  # monotonic
         self._folders_keys: frozenset[str] = frozenset()
         self._extras = ModelExtras()
+        self._trainer_log = TrainerLog(settings.max_iterations, monotonic)  # console/DRoA exports
         self._derived: Derived | None = None
         self._last_update: float | None = None
         self._last_success: float | None = None
@@ -450,6 +452,8 @@ class ModelCache:
             checkpoints_updated=checkpoints.last_modified if checkpoints.value else None,
             simulator=self._simulator,
             analysis=self._analysed(actions),
+            policy=self._trainer_log.refresh(self._store, prefix, self._objects,
+                                             self._settings.max_object_bytes, self._side_failure),
         )
 
     # -- simtrace ------------------------------------------------------------------------------

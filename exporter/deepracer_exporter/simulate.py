@@ -324,6 +324,9 @@ class TrainingSimulator:
         self._push_position = 0  # in _order: what take_push_lines has handed out
         self._push_records = [0] * spec.workers  # per worker: records handed out
         self._push_iteration = 0  # the next policy update to hand out
+        self._update_steps = array("q")  # env steps when each policy update's checkpoint is saved
+        self._log_position = 0  # in _order: what take_trainer_lines has handed out
+        self._log_iteration = 0
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -380,6 +383,7 @@ class TrainingSimulator:
                     self._pending_eval = []
                 self._finish_iteration()
                 self._order.append(_POLICY_UPDATE)
+                self._update_steps.append(self._steps)
                 self._iteration += 1
         return added
 
@@ -641,6 +645,30 @@ class TrainingSimulator:
                     {"phase": doc["phase"], "status": doc["episode_status"], "model": model,
                      "worker": str(worker)}))
         self._push_position = len(self._order)
+        return lines
+
+    def take_trainer_lines(self, prefix: str) -> list[str]:
+        """The trainer's stdout since the last call, as the SageMaker container prints it
+        (policylog.py reads it): at the first call its `Training Worker Args` line naming the
+        S3 prefix and the untrained network's checkpoint 0; after each iteration the policy
+        update's `Policy training>` lines (the pushed epochs' float32 values, printed as rl_coach
+        prints them) and its `Checkpoint>` line, numbered from 1."""
+        lines: list[str] = []
+        if self._log_position == 0 and self._log_iteration == 0:
+            lines += [f"Training Worker Args: Namespace(checkpoint_dir='./checkpoint_sagemaker', "
+                      f"framework='tensorflow', s3_prefix='{prefix.strip('/')}')",
+                      _checkpoint_line(0, 0)]
+        for i in range(self._log_position, len(self._order)):
+            if self._order[i] != _POLICY_UPDATE:
+                continue
+            iteration = self._log_iteration
+            for epoch, entropy, kl, loss in self.policy_update(iteration):
+                lines.append(f"Policy training> Surrogate loss={float(loss)!r}, "
+                             f"KL divergence={float(kl)!r}, Entropy={float(entropy)!r}, "
+                             f"training epoch={epoch}, learning_rate=0.0003")
+            lines.append(_checkpoint_line(iteration + 1, self._update_steps[iteration]))
+            self._log_iteration += 1
+        self._log_position = len(self._order)
         return lines
 
     # -- simtrace and evaluation runs --------------------------------------------------------
@@ -990,6 +1018,7 @@ def run_simulation(
     delete_object: Callable[[str], None] | None = None,
     push: Callable[[str], None] | None = None,
     push_episodes: bool = True,
+    trainer_log: Callable[[str], None] | None = None,
 ) -> None:
     """Advance every model each `interval_s` and upload what changed, until `stop` is set.
 
@@ -1006,6 +1035,10 @@ def run_simulation(
     have pushed meanwhile (`TrainingSimulator.take_push_lines`: the trainer's policy-update
     epochs after each iteration, and with `push_episodes` the simulator's episode lines),
     tagged with the round's prefix. A push that raises loses those lines, nothing more.
+
+    With `trainer_log`, it is handed the first model's trainer stdout lines
+    (`TrainingSimulator.take_trainer_lines`), every round's, as its SageMaker container prints
+    them.
     """
     rounds = [_start_round(prefix, spec, 1, clock()) for prefix, spec in models]
     previous: list[_Round | None] = [None] * len(rounds)
@@ -1040,12 +1073,18 @@ def run_simulation(
                     current.written.add(key)
             if push is not None:
                 _push(push, current.sim.take_push_lines(current.prefix, push_episodes))
+            if trainer_log is not None and i == 0:
+                _push(trainer_log, current.sim.take_trainer_lines(current.prefix))
         if delete_object is not None:
             # Metrics documents last: the round stays a model until nothing else is left.
             for key in sorted(doomed, key=lambda k: "/metrics/TrainingMetrics" in k):
                 if _call(delete_object, key):
                     doomed.discard(key)
         stop.wait(interval_s)
+
+
+def _checkpoint_line(number: int, steps: int) -> str:
+    return f"Checkpoint> Saving in path=['./checkpoint_sagemaker/agent/{number}_Step-{steps}.ckpt']"
 
 
 def _push(push: Callable[[str], None], lines: list[str]) -> None:

@@ -65,6 +65,7 @@ class ModelExtras:
     checkpoints_updated: float | None = None  # LastModified of deepracer_checkpoints.json
     simulator: Simulator | None = None  # None when the model has no simtrace file
     analysis: ModelAnalysis | None = None  # simtrace's episodes, actions and positions
+    policy: PolicyState | None = None  # from an export's trainer log (logreader.py)
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,11 @@ class Snapshot:
     push: PushState | None = None  # DRfC's metrics push, when the UDP listener is on
 
     def pushed(self, model: ModelSnapshot) -> PolicyState | None:
-        """What DRfC's containers pushed for the model: they tag it with the S3 prefix they
-        write to, so it is matched to the model's latest round."""
-        return self.push.models.get(model.prefix) if self.push is not None else None
+        """The trainer's policy figures for the model: pushed by DRfC's containers or followed
+        in its container's log (both keyed by the S3 prefix the training writes to, so matched
+        to the model's latest round), else read from its export's trainer log."""
+        live = self.push.models.get(model.prefix) if self.push is not None else None
+        return live if live is not None else model.extras.policy
 
     def unmatched_push_models(self) -> int:
         """Model tags pushed that match no watched model (their data is kept, bounded, in case
