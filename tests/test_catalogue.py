@@ -156,7 +156,10 @@ def test_full_set_is_todays_exposition(snapshot: Snapshot) -> None:
         # simulator health from the sample's simtrace (issue 13; no wall clock in it)
         "deepracer_iteration_step_seconds", "deepracer_model_step_p95_seconds",
         "deepracer_model_step_mean_seconds", "deepracer_model_simtrace_iteration",
-        "deepracer_evaluation_step_seconds"}
+        "deepracer_evaluation_step_seconds",
+        # training analysis from the same simtrace (issue 28)
+        "deepracer_iteration_speed_meters_per_second", "deepracer_iteration_distance_meters",
+        "deepracer_iteration_projected_lap_seconds", "deepracer_model_action_ratio"}
 
 
 def test_override_selects_exactly_the_stats_asked_for(snapshot: Snapshot) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import __version__, sidefiles
+from . import __version__, analysis, sidefiles
 from .cloudwatchlogs import CloudWatchState
 from .config import DEFAULT_ITERATION_STATS, FULL_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
@@ -57,6 +57,12 @@ SECTIONS = {
         "consecutive steps of an episode: the car acts 15 times per simulated second\n"
         "(0.0667 s). Real-time factor and the training/policy split need simulators that write "
         "`wall_clock`.")),
+    "analysis": ("metrics", "Training analysis, from simtrace", (
+        "What deepracer-utils' training-analysis notebook computes from the same simtrace "
+        "files (`simulation_agg`,\n`ActionBreakdownUtils`), live: per iteration (the "
+        "simulator families' iterations) the episodes'\nmean speed, distance and projected lap "
+        "time, and the latest iteration's action usage. The model's\npage draws the episodes "
+        "on the track. Details: docs/analysis.md.")),
     "policy": ("metrics", "Policy training, from the trainer (optional)", (
         "From the trainer's `Policy training>` lines or DRfC's metrics push: the trainer "
         "container's log\n(`docker` section), CloudWatch Logs (`cloudwatch`), DRfC's push "
@@ -234,6 +240,38 @@ def _simulator_iterations(fn: Callable[[Snapshot, SimulatorIteration], Iterable[
         return [((str(it.iteration), *labels), v) for it in sim.iterations
                 for labels, v in fn(s, it)]
     return values
+
+
+def _analysis_iterations(fn: Callable[[analysis.IterationAnalysis], Iterable[Sample]]
+                         ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """Per-iteration analysis samples, labelled by iteration; none while the model is idle."""
+    def values(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
+        a = m.extras.analysis
+        if a is None or not m.history_exported(s.created):
+            return ()
+        return [((str(it.iteration), *labels), v) for it in a.iterations
+                for labels, v in fn(it)]
+    return values
+
+
+def _action_shares(m: ModelSnapshot) -> list[Sample]:
+    """The latest iteration's share of rows per action (discrete: index, steering angle and
+    speed from model_metadata.json) or per steering x speed cell (continuous)."""
+    a = m.extras.analysis
+    if a is None:
+        return []
+    latest = a.latest()
+    if latest.grid is not None:
+        total = latest.grid.sum()
+        return [(("", steer, speed), float(latest.grid[i, j] / total) if total else 0.0)
+                for i, steer in enumerate(analysis.STEERING_CELLS)
+                for j, speed in enumerate(analysis.SPEED_CELLS)]
+    named = {act.index: act for act in a.actions}
+    shares = latest.shares()
+    indices = sorted(set(named) | set(range(len(shares))))
+    return [((str(i), f"{named[i].steering_angle:g}" if i in named else "",
+              f"{named[i].speed:g}" if i in named else ""),
+             float(shares[i]) if i < len(shares) else 0.0) for i in indices]
 
 
 def _step_stats(steps: IterationSteps | None, full: bool) -> list[Sample]:
@@ -578,6 +616,41 @@ FAMILIES: tuple[Family, ...] = (
         labels=RUN, help="Simulated seconds per wall-clock second in the evaluation run.",
         doc="real-time factor of the run (only with `wall_clock`)",
         values=_simulator_runs(lambda st: _one(st.real_time_factor))),
+    # -- training analysis (simtrace) ---------------------------------------------------------
+    ModelFamily(
+        name="deepracer_iteration_speed_meters_per_second", type="gauge", section="analysis",
+        labels=("model", "iteration"),
+        help="Mean over the iteration's training episodes of each episode's mean speed.",
+        doc="mean over the iteration's episodes (all workers) of simulation_agg's `speed` (the "
+            "episode's mean speed decision); rising while completion holds means the car "
+            "learns to go faster",
+        values=_analysis_iterations(lambda it: _one(it.speed))),
+    ModelFamily(
+        name="deepracer_iteration_distance_meters", type="gauge", section="analysis",
+        labels=("model", "iteration"),
+        help="Mean distance driven per training episode in the iteration.",
+        doc="mean of simulation_agg's `dist` over the iteration's episodes",
+        values=_analysis_iterations(lambda it: _one(it.distance))),
+    ModelFamily(
+        name="deepracer_iteration_projected_lap_seconds", type="gauge", section="analysis",
+        labels=("model", "iteration", "stat"), unit="seconds",
+        help="Episode time scaled to a full lap (time x 100 / progress) in the iteration "
+             "(stat min, median).",
+        doc="simulation_agg's `time_if_complete` of the iteration's episodes: `min` (the most "
+            "promising episode) and `median`; a lap time to expect before laps complete",
+        values=_analysis_iterations(lambda it: [
+            ((stat,), v) for stat, v in (("min", it.projected_min),
+                                         ("median", it.projected_median)) if v is not None])),
+    ModelFamily(
+        name="deepracer_model_action_ratio", type="gauge", section="analysis",
+        labels=("model", "action", "steering_angle", "speed"), unit="ratio",
+        help="Share of the latest simtrace iteration's steps taken with each action.",
+        doc="share of the latest iteration's simtrace rows per action: `action` is the "
+            "index, `steering_angle` (degrees) and `speed` (m/s) from model_metadata.json; for "
+            "a continuous action space `action` is empty and the labels are steering x speed "
+            "cells (`-6..6`, `1..2`). One share near 1 means the policy collapsed onto one "
+            "action",
+        values=lambda _s, m: _action_shares(m)),
     # -- policy training (DRfC's metrics push) ----------------------------------------------
     ModelFamily(
         name="deepracer_policy_entropy", type="gauge", section="policy", labels=MODEL,

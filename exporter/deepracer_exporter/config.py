@@ -284,6 +284,17 @@ S3_MAX_ATTEMPTS = Key("s3.max_attempts", 3, _integer(1, 10), "S3 attempts per re
 SHARD_INDEX = Key("shard.index", 0, _integer(0, 1023), "this exporter's shard, from 0")
 SHARD_TOTAL = Key("shard.total", 1, _integer(1, 1024), "number of shards")
 
+
+def _folder(value: object) -> str | None:
+    text = _text(value)
+    if text is not None and not Path(text).is_dir():
+        raise _Bad(f"no such directory: {text!r}")
+    return text
+
+
+TRACKS_DIR = Key("tracks_dir", None, _folder, "folder of track waypoint files "
+                 "(<WORLD_NAME>.npy) for the track view; none = paths only")
+
 KEYS: tuple[Key[Any], ...] = (
     LISTEN, REFRESH_INTERVAL, ROLLING_WINDOW, MAX_ITERATIONS, TOP_LAPS, MAX_EVALUATION_RUNS,
     MAX_OBJECT_BYTES, REFRESH_WORKERS, HISTORY_MAX_AGE, ITERATION_STATS, TELEGRAF_LISTEN,
@@ -291,7 +302,7 @@ KEYS: tuple[Key[Any], ...] = (
     CLOUDWATCH_REGION, CLOUDWATCH_PROFILE, CLOUDWATCH_ENDPOINT_URL, CLOUDWATCH_POLL_INTERVAL,
     S3_ENDPOINT_URL, S3_REGION, S3_PROFILE, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,
     S3_SESSION_TOKEN, S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, S3_MAX_ATTEMPTS, SHARD_INDEX,
-    SHARD_TOTAL,
+    SHARD_TOTAL, TRACKS_DIR,
 )
 _SECTIONS = ("s3", "telegraf", "docker", "cloudwatch", "shard", "models", "discover")
 DEFAULT_LISTEN = str(LISTEN.written)
@@ -396,6 +407,7 @@ class Config:
     models: tuple[ModelConfig, ...] = ()
     discover: tuple[DiscoverConfig, ...] = ()
     shard: ShardConfig = field(default_factory=ShardConfig)
+    tracks_dir: str | None = TRACKS_DIR.default
 
 
 def reference() -> Iterator[tuple[str, str, str]]:
@@ -689,6 +701,7 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
         models=models,
         discover=discover,
         shard=ShardConfig(index=index, total=total),
+        tracks_dir=c.read(raw, TRACKS_DIR),
     )
     if c.errors:
         raise ConfigInvalid(f"{source}: invalid configuration:\n" +

@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 import numpy.typing as npt
 
+from . import trackview
 from .derive import Derived, FloatArray, IterationTable
 from .parse import PHASES
 from .sidefiles import Checkpoints
@@ -607,6 +608,7 @@ def model_html(snapshot: Snapshot, model: ModelSnapshot, charts: str,
         f"{f', reloads every {_refresh_seconds(snapshot)}{NBSP}s' if trains else ''}</p>",
         f'<h1 id="model-name">{escape(model.name)}</h1>{_summary_html(snapshot, model, seen)}',
         charts,
+        trackview.section_html(model.extras.analysis),
         f"<h2>Evaluation runs</h2>{_runs_html(model)}",
         f"<h2>Fastest laps</h2>{_laps_html(d) if d is not None else _NO_DATA}",
     ]

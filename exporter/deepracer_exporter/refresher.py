@@ -217,7 +217,8 @@ class Refresher:
     def _settings(self) -> DeriveSettings:
         c = self.config
         return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes,
-                              c.max_evaluation_runs, c.history_max_age)
+                              c.max_evaluation_runs, c.history_max_age,
+                              tracks_dir=c.tracks_dir)
 
     def _discover(self, entry: DiscoverConfig) -> tuple[list[str], bool]:
         location = (entry.bucket, entry.directory)

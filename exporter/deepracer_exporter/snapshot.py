@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .analysis import ModelAnalysis
 from .config import DEFAULT_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import Derived
@@ -63,6 +64,7 @@ class ModelExtras:
     checkpoints: Checkpoints | None = None
     checkpoints_updated: float | None = None  # LastModified of deepracer_checkpoints.json
     simulator: Simulator | None = None  # None when the model has no simtrace file
+    analysis: ModelAnalysis | None = None  # simtrace's episodes, actions and positions
     policy: PolicyState | None = None  # from an export's trainer log (logreader.py)
 
 
