@@ -59,7 +59,7 @@ STEP_TARGET_TEXT = "66.7 ms"
 # Shown instead of "No data" where the cause of missing data is known.
 NO_SIMTRACE = "No simtrace"
 NO_WALL_CLOCK = "No simtrace wall_clock"
-NO_PUSH = "No push configured"
+NO_POLICY = "No policy data"
 
 STATUS_COLORS = {
     "lap_complete": "green",
@@ -1117,63 +1117,66 @@ def simulator_section(t: Thresholds) -> Section:
     ]
 
 
-PUSH_NOTE = f"""These panels need deepracer-for-cloud's **metrics push**: the trainer's entropy, KL
-divergence and surrogate loss never reach S3. The exporter listens for it when configured:
+POLICY_NOTE = f"""Entropy, KL divergence and the surrogate loss never reach S3: the trainer prints
+them (`Policy training>` lines). Where the exporter takes them from:
+
+- **deepracer-for-cloud, any version**: the SageMaker container's log, through the Docker socket
+  (mounted read-only; the DRfC compose variant does both):
 
 ```yaml
-telegraf:
-  listen: "0.0.0.0:8092"
+docker:
+  socket: /var/run/docker.sock
 ```
 
-and DRfC sends it (UDP, InfluxDB line protocol) when its `system.env` has
+- **DRfC with simapp 5.3.x**: also its UDP push, with `telegraf: {{listen: "0.0.0.0:8092"}}` and
+  `DR_TELEGRAF_HOST`, `DR_TELEGRAF_PORT=8092` in DRfC's `system.env` (simapp 6 pushes none).
+- **Console or DeepRacer on AWS logs downloaded**: nothing to set; the export's training log is
+  read.
+- **DeepRacer on AWS while it trains**: `cloudwatch: {{log_group: ...}}`.
 
-```sh
-DR_TELEGRAF_HOST=<exporter host or compose service>
-DR_TELEGRAF_PORT=8092
-```
-
-Restart the exporter, then the training. Until data arrives the panels show
-"{NO_PUSH}"."""
+Which applies to which version: docs/compose.md. Until data arrives the panels show
+"{NO_POLICY}"."""
 
 
 def policy_section() -> Section:
-    """Policy training from DRfC's metrics push (issue 17): entropy against iteration beside
-    reward, the latest epoch's figures, and how to turn the push on."""
+    """Policy training from the trainer's output (issues 17, 25): entropy against iteration
+    beside reward, the latest epoch's figures, and where the figures come from."""
     entropy = per_iter_unrounded("deepracer_iteration_policy_entropy")
     reward = per_iter("deepracer_iteration_reward", phase="training", stat="mean")
     latest = [("Entropy", "deepracer_policy_entropy"),
               ("KL divergence", "deepracer_policy_kl_divergence"),
               ("Surrogate loss", "deepracer_policy_surrogate_loss")]
-    return "Policy training (DRfC metrics push)", [
+    return "Policy training (trainer)", [
         iteration_chart(
             "Policy entropy per iteration",
             "Mean entropy of the policy update after each training iteration (the trainer's "
-            "epochs, pushed by DRfC), and the average training reward of the same iterations "
+            "epochs), and the average training reward of the same iterations "
             "(right axis). Entropy should fall steadily while the policy learns; a collapse to "
             "near 0 early, or a rise, means trouble (learning rate, beta_entropy). "
-            f"'{NO_PUSH}': no push reaches the exporter for this model (see the note).",
+            f"'{NO_POLICY}': no trainer log or push reaches the exporter for this model (see the "
+            "note).",
             (12, 8),
             [Series(entropy, "entropy", "purple", "points+lines"),
              Series(f"{reward} and on (iteration) {entropy}", "Average reward (training)",
                     "green", "points+lines", right=True)],
             unit="none", y_label="Entropy", right_unit="short", right_label="Reward",
-            no_value=NO_PUSH,
+            no_value=NO_POLICY,
         ),
         stat_panel(
             "Policy (latest epoch)",
             "Entropy, KL divergence between the old and the new policy, and PPO surrogate loss "
-            "of the latest policy-training epoch the trainer pushed, and how long ago it arrived. "
-            f"'{NO_PUSH}': see the note.",
+            "of the latest policy-training epoch the trainer printed or pushed, and how long ago "
+            f"it arrived. '{NO_POLICY}': see the note.",
             (6, 8),
             [*(Value(f"max({sel(metric)})", title) for title, metric in latest),
              Value(f"time() - max({sel('deepracer_policy_last_epoch_timestamp_seconds')})",
                    "received ago", {"unit": "s", "decimals": 0})],
-            no_value=NO_PUSH,
+            no_value=NO_POLICY,
         ),
         text_panel(
-            "Policy metrics: turning the push on",
-            "How to send deepracer-for-cloud's policy-training metrics to the exporter.",
-            (6, 8), PUSH_NOTE,
+            "Policy metrics: where they come from",
+            "Which source gives the trainer's policy figures for each kind of DeepRacer training.",
+            (6, 8), POLICY_NOTE,
         ),
     ]
 

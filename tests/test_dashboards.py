@@ -809,15 +809,16 @@ def test_simulator_stats_are_the_exported_ones() -> None:
 
 
 def test_policy_row() -> None:
-    """Issue 17: entropy per iteration beside the reward, right after the console chart; the
-    latest epoch; a note on DRfC's push; "No push configured" instead of an empty panel."""
+    """Issues 17, 25: entropy per iteration beside the reward, right after the console chart;
+    the latest epoch; a note on where the figures come from; "No policy data" instead of an
+    empty panel."""
     rows = _rows(BOARDS[dash.TRAINING_UID])
     titles = [title for title, _ in rows]
-    at = titles.index("Policy training (DRfC metrics push)")
+    at = titles.index("Policy training (trainer)")
     assert titles[at - 1] == "Training progress", "beside the console chart"
     panels = {p["title"]: p for p in rows[at][1]}
     assert list(panels) == ["Policy entropy per iteration", "Policy (latest epoch)",
-                            "Policy metrics: turning the push on"]
+                            "Policy metrics: where they come from"]
 
     chart = panels["Policy entropy per iteration"]
     assert chart["type"] == "xychart"
@@ -843,18 +844,23 @@ def test_policy_row() -> None:
                    "deepracer_policy_last_epoch_timestamp_seconds"):
         assert metric in exprs, metric
     for panel in (chart, latest):
-        assert panel["fieldConfig"]["defaults"]["noValue"] == "No push configured"
-        assert "No push configured" in panel["description"]
+        assert panel["fieldConfig"]["defaults"]["noValue"] == "No policy data"
+        assert "No policy data" in panel["description"]
 
-    note = panels["Policy metrics: turning the push on"]
+    note = panels["Policy metrics: where they come from"]
     assert note["type"] == "text" and note["options"]["mode"] == "markdown"
     content = note["options"]["content"]
     for needle in ("DR_TELEGRAF_HOST", "DR_TELEGRAF_PORT=8092", 'listen: "0.0.0.0:8092"',
-                   "system.env", "No push configured"):
+                   "system.env", "cloudwatch:", "simapp 6", "No policy data"):
         assert needle in content, needle
-    # The note's YAML is a valid exporter configuration key.
+    # The note's YAML is the exporter's docker section, as its configuration reads it.
     block = re.search(r"```yaml\n(.*?)```", content, re.S)
-    assert block and yaml.safe_load(block[1]) == {"telegraf": {"listen": "0.0.0.0:8092"}}
+    assert block and yaml.safe_load(block[1]) == {"docker": {"socket": "/var/run/docker.sock"}}
+    from deepracer_exporter.config import parse_config
+
+    config = parse_config(block[1] + "models:\n  - {name: m, directory: /tmp, prefix: m}\n",
+                          "note")
+    assert config.docker is not None and config.docker.socket == "/var/run/docker.sock"
 
 
 def test_requires_flags() -> None:
