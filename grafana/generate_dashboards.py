@@ -1117,6 +1117,67 @@ def simulator_section(t: Thresholds) -> Section:
     ]
 
 
+def analysis_section() -> Section:
+    """Training analysis from simtrace (issue 28), as deepracer-utils' analysis notebook shows it
+    after the fact: projected lap time, speed and distance per iteration, the latest actions."""
+    projected = "deepracer_iteration_projected_lap_seconds"
+    speed = per_iter_unrounded("deepracer_iteration_speed_meters_per_second")
+    distance = per_iter_unrounded("deepracer_iteration_distance_meters")
+    missing = (f"'{NO_SIMTRACE}': the model has no simtrace files (older layouts, console "
+               "exports without them) or is idle (history_max_age).")
+    actions = (
+        common(barchart.Panel(), "Action usage (latest iteration)",
+               "Share of the latest simtrace iteration's steps taken with each action, named "
+               "'steering angle (degrees) | speed (m/s)' from model_metadata.json (a continuous "
+               "action space: steering x speed cells). One bar near 100 % means the policy "
+               "collapsed onto one action; the model page shows how the shares change over "
+               f"iterations. {missing}", (8, 8))
+        .unit("percentunit").decimals(0).min(0).max(1).no_value(NO_SIMTRACE)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("blue"))
+        .with_target(query("label_join(max by (steering_angle, speed) "
+                           f"({sel('deepracer_model_action_ratio')}), "
+                           '"cell", " | ", "steering_angle", "speed")', "A", instant=True))
+        .transformations([
+            transform("organize", excludeByName={"Time": True, "steering_angle": True,
+                                                 "speed": True},
+                      indexByName={}, renameByName={"cell": "steering | speed",
+                                                    "Value": "share"}),
+        ])
+        .x_field("steering | speed")
+        .fill_opacity(80).line_width(0).gradient_mode(cm.GraphGradientMode.NONE)
+        .axis_placement(cm.AxisPlacement.AUTO).axis_label("Share of steps")
+        .orientation(cm.VizOrientation.HORIZONTAL).show_value(cm.VisibilityMode.AUTO)
+        .legend(legend()).tooltip(tooltip(cm.TooltipDisplayMode.SINGLE))
+    )
+    return "Training analysis (simtrace)", [
+        iteration_chart(
+            "Projected lap time per iteration",
+            "Each training episode's time scaled to a full lap (time x 100 / progress, "
+            "simulation_agg's time_if_complete): the fastest and the median episode of each "
+            "iteration. A lap time to expect before laps complete; falling means the car gets "
+            f"faster where it drives. {missing}",
+            (8, 8),
+            [Series(per_iter_unrounded(projected, stat="min"), "fastest episode", "green",
+                    "points+lines"),
+             Series(per_iter_unrounded(projected, stat="median"), "median episode", "blue",
+                    "points+lines")],
+            unit="s", y_label="Projected lap time", no_value=NO_SIMTRACE,
+        ),
+        iteration_chart(
+            "Speed and distance per iteration",
+            "Mean speed decision of the iteration's training episodes (left) and the distance "
+            "an episode drove (right). Speed rising while completion holds: the car learns to "
+            f"go faster. {missing}",
+            (8, 8),
+            [Series(speed, "mean speed", "blue", "points+lines"),
+             Series(distance, "distance per episode", "purple", "points+lines", right=True)],
+            unit="velocityms", y_label="Speed", right_unit="lengthm", right_label="Distance",
+            no_value=NO_SIMTRACE,
+        ),
+        actions,
+    ]
+
+
 POLICY_NOTE = f"""Entropy, KL divergence and the surrogate loss never reach S3: the trainer prints
 them (`Policy training>` lines). Where the exporter takes them from:
 
@@ -1287,6 +1348,7 @@ def training_dashboard(t: Thresholds) -> dm.Dashboard:
         "episode outcomes, exporter health.",
         [status_section(t), console_section(), policy_section(), progress_section(),
          laps_section(), evaluation_section(t), outcomes_section(), simulator_section(t),
+         analysis_section(),
          model_section(), activity_section()],
         per_model=True,
         link=("All models", f"/d/{OVERVIEW_UID}"),

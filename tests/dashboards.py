@@ -165,6 +165,10 @@ FILE_REQUIREMENTS: dict[str, frozenset[str]] = {
             "deepracer_model_step_mean_seconds",
             "deepracer_model_real_time_factor",
             "deepracer_model_simtrace_iteration",
+            "deepracer_iteration_speed_meters_per_second",
+            "deepracer_iteration_distance_meters",
+            "deepracer_iteration_projected_lap_seconds",
+            "deepracer_model_action_ratio",
         }
     ),
     "wall_clock": frozenset(
