@@ -32,6 +32,7 @@ from deepracer_exporter.config import (
 )
 from deepracer_exporter.derive import STATS
 from deepracer_exporter.parse import PHASES
+from helpers import permissions_applied
 
 CONFIGS = Path(__file__).parent / "configs"
 INVALID = sorted((CONFIGS / "invalid").glob("*.yml"))
@@ -65,9 +66,9 @@ def test_invalid_config_names_file_key_and_fix(path: Path) -> None:
 
 def check_config(path: Path, env: dict[str, str] | None = None
                  ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deepracer_exporter.cli", "--config",
-                           str(path), "--check-config"], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run([*permissions_applied(), sys.executable, "-m", "deepracer_exporter.cli",
+                           "--config", str(path), "--check-config"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("path", UNSTARTABLE, ids=[p.stem for p in UNSTARTABLE])
@@ -87,7 +88,6 @@ def test_check_config_finds_what_a_start_would_fail_on(path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.skipif(os.getuid() == 0, reason="root reads any directory")
 def test_check_config_finds_an_unreadable_directory(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir(mode=0)

@@ -42,6 +42,7 @@ from helpers import (
     config_from,
     exporter_for,
     parse,
+    permissions_applied,
     pick,
     refresh,
     s3_yaml,
@@ -486,12 +487,7 @@ def test_large_reads_run_one_at_a_time(s3: Any, bucket: str, proxy: FaultProxy) 
 # -- 6. unreadable metrics folder --------------------------------------------------------------
 
 def test_unreadable_metrics_folder_is_access_denied(tmp_path: Path) -> None:
-    """Through the command line, with permission checks applied to the exporter's process.
-
-    Root reads any folder, so as root the child keeps uid 0 (it must import the package from
-    wherever the checkout lives, a private 0700 folder included) but runs without the two
-    capabilities that bypass file permissions, as an ordinary owner would.
-    """
+    """Through the command line, with permission checks applied to the exporter's process."""
     root = Path(tempfile.mkdtemp(prefix="unreadable-"))
     try:
         root.chmod(0o755)
@@ -506,13 +502,9 @@ def test_unreadable_metrics_folder_is_access_denied(tmp_path: Path) -> None:
         config = root / "config.yml"
         config.write_text(f"models:\n  - name: m\n    directory: {root}\n    prefix: m\n")
         config.chmod(0o644)
-        prefix: list[str] = []
-        if os.geteuid() == 0:
-            caps = "-dac_override,-dac_read_search"
-            prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
-        done = subprocess.run([*prefix, sys.executable, "-m", "deepracer_exporter.cli",
-                               "--config", str(config), "--once"], capture_output=True,
-                              text=True, timeout=120, cwd="/")
+        done = subprocess.run([*permissions_applied(), sys.executable, "-m",
+                               "deepracer_exporter.cli", "--config", str(config), "--once"],
+                              capture_output=True, text=True, timeout=120, cwd="/")
         assert done.returncode == 0, done.stderr
         got = parse(done.stdout)
         assert success(got, "m") == 0
