@@ -212,6 +212,10 @@ def _optional(read: Callable[[object], T]) -> Callable[[object], T | None]:
 LISTEN = Key("listen", "0.0.0.0:9877", _address("0.0.0.0:9877"), "HOST:PORT of /metrics")
 REFRESH_INTERVAL = Key("refresh_interval", "15s", _duration(0.1),
                        "time between two refreshes of every model")
+MAX_REFRESH_INTERVAL = Key("max_refresh_interval", "10m", _duration(1.0),
+                           "a finished model, or one unchanged for 10 minutes, is refreshed "
+                           "this often (at least refresh_interval): how late a restarted "
+                           "training may be noticed")
 ROLLING_WINDOW = Key("rolling_window", 5, _integer(1, 1000),
                      "iterations in the rolling mean of reward and completion")
 MAX_ITERATIONS = Key("max_iterations", 1000, _integer(1, 100_000),
@@ -247,7 +251,8 @@ SHARD_INDEX = Key("shard.index", 0, _integer(0, 1023), "this exporter's shard, f
 SHARD_TOTAL = Key("shard.total", 1, _integer(1, 1024), "number of shards")
 
 KEYS: tuple[Key[Any], ...] = (
-    LISTEN, REFRESH_INTERVAL, ROLLING_WINDOW, MAX_ITERATIONS, TOP_LAPS, MAX_EVALUATION_RUNS,
+    LISTEN, REFRESH_INTERVAL, MAX_REFRESH_INTERVAL,
+    ROLLING_WINDOW, MAX_ITERATIONS, TOP_LAPS, MAX_EVALUATION_RUNS,
     MAX_OBJECT_BYTES, REFRESH_WORKERS, HISTORY_MAX_AGE, ITERATION_STATS, TELEGRAF_LISTEN,
     S3_ENDPOINT_URL, S3_REGION, S3_PROFILE, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,
     S3_SESSION_TOKEN, S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, S3_MAX_ATTEMPTS, SHARD_INDEX,
@@ -321,6 +326,7 @@ class Config:
     listen_host: str = LISTEN.default[0]
     listen_port: int = LISTEN.default[1]
     refresh_interval: float = REFRESH_INTERVAL.default
+    max_refresh_interval: float = MAX_REFRESH_INTERVAL.default
     rolling_window: int = ROLLING_WINDOW.default
     max_iterations: int = MAX_ITERATIONS.default
     top_laps: int = TOP_LAPS.default
@@ -593,10 +599,17 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
     index = c.read(shard_raw, SHARD_INDEX, "shard")
     if index >= total:
         c.errors.append(f"shard.index: must be below shard.total ({total}), got {index}")
+    refresh_interval = c.read(raw, REFRESH_INTERVAL)
+    max_refresh_interval = c.read(raw, MAX_REFRESH_INTERVAL)
+    if max_refresh_interval < refresh_interval:
+        c.errors.append(f"max_refresh_interval: must be at least refresh_interval "
+                        f"({refresh_interval:g}s), got {max_refresh_interval:g}s; raise it or "
+                        f"lower refresh_interval")
     config = Config(
         listen_host=host,
         listen_port=port,
-        refresh_interval=c.read(raw, REFRESH_INTERVAL),
+        refresh_interval=refresh_interval,
+        max_refresh_interval=max_refresh_interval,
         rolling_window=c.read(raw, ROLLING_WINDOW),
         max_iterations=c.read(raw, MAX_ITERATIONS),
         top_laps=c.read(raw, TOP_LAPS),

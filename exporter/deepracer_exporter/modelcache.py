@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import layouts, sidefiles, simtrace, tail
+from . import layouts, polling, sidefiles, simtrace, tail
 from .config import ModelConfig
 from .derive import Derived, RoundInput, _episodes_per_worker, derive
 from .lograte import LogLimiter
@@ -41,10 +41,6 @@ _SIDE_MAX_BYTES = 1024 * 1024
 # for one worker's iteration, far more than a simulator writes, and parsing that takes about
 # 125 MB beside the body. Below LargeReads' threshold, so it never waits for the large-read slot.
 SIMTRACE_MAX_BYTES = 16 * 1024**2
-# A model's folders are listed again (to find new simtrace folders) when its metrics listing
-# changed, and at least this often (an evaluation's simtrace may land after its metrics file).
-SIMTRACE_FOLDERS_SECONDS = 600.0
-SIMTRACE_GROWN_SECONDS = 60.0
 # A tail read trusts that the bytes before the new records did not change. That is checked by a
 # full read: of the next growth after VERIFY_TAILS tail reads in a row, and at the first refresh
 # VERIFY_SECONDS after the last full read of an object tail-read since (changed or not).
@@ -60,6 +56,8 @@ class DeriveSettings:
     max_object_bytes: int = 256 * 1024**2
     max_evaluation_runs: int = 10
     history_max_age: float = math.inf  # the global one; a model's own setting wins
+    refresh_interval: float = 15.0
+    max_refresh_interval: float = 600.0  # a finished or idle model's (polling.py)
 
     def derivation(self) -> tuple[int, int, int]:
         """The settings the derived numbers depend on: a change re-derives cached models."""
@@ -133,12 +131,15 @@ class _Tracked:
             return self._store.get_range(key, start, etag)
 
 
-def _same(a: Columns, b: Columns) -> bool:
-    return a.skipped == b.skipped and all(
-        np.array_equal(x, y, equal_nan=True) for x, y in (
-            (a.episode, b.episode), (a.trial, b.trial), (a.phase, b.phase),
-            (a.status, b.status), (a.reward, b.reward), (a.completion, b.completion),
-            (a.elapsed_ms, b.elapsed_ms)))
+def _covers(full: Columns, built: Columns) -> bool:
+    """Whether a full read starts with the records tail reads built: the object may have grown
+    since (more records after them, skipped ones included), nothing before them changed."""
+    n = len(built)
+    return len(full) >= n and full.skipped >= built.skipped and all(
+        np.array_equal(x[:n], y, equal_nan=True) for x, y in (
+            (full.episode, built.episode), (full.trial, built.trial), (full.phase, built.phase),
+            (full.status, built.status), (full.reward, built.reward),
+            (full.completion, built.completion), (full.elapsed_ms, built.elapsed_ms)))
 
 
 @dataclass
@@ -228,6 +229,7 @@ class ModelCache:
         self._monotonic = monotonic
         self._large = large_reads or LargeReads()
         self._lock = threading.Lock()
+        self._polling = polling.ModelPolling(monotonic, clock)
         self._started: float | None = None
         self._overdue_counted = False
         self._objects: dict[str, _Cached] = {}
@@ -237,9 +239,6 @@ class ModelCache:
         self._simulator: Simulator | None = None
         self._simulator_basis: object = None  # what `_simulator` was computed from
         self._folders: dict[str, tuple[str, ...]] = {}  # round prefix -> its simtrace folders
-        self._folders_state: object = None  # the metrics listing when they were listed
-        self._folders_listed = -math.inf  # monotonic
-        self._folders_keys: frozenset[str] = frozenset()
         self._extras = ModelExtras()
         self._derived: Derived | None = None
         self._last_update: float | None = None
@@ -247,7 +246,6 @@ class ModelCache:
         self._errors = dict.fromkeys(REASONS, 0)
         self._downloaded = 0
         self._not_modified = 0
-        self._unchanged = 0
         self._tail = 0
         self._bytes = 0
         self._log = LogLimiter(clock=monotonic)
@@ -261,7 +259,16 @@ class ModelCache:
         the cached columns then, without downloading anything again."""
         if settings.derivation() != self._settings.derivation():
             self._rederive = True
+            self._polling.wake()
         self._settings = settings
+
+    def due(self) -> bool:
+        """Whether the model is to be refreshed this cycle (polling.py decides)."""
+        return self._polling.due()
+
+    def wake(self) -> None:
+        """Refresh at the next cycle, whatever its polling interval (a reload)."""
+        self._polling.wake()
 
     def refresh(self) -> ModelSnapshot:
         started = self._monotonic()
@@ -283,6 +290,10 @@ class ModelCache:
             if self._log.failed("refresh", "other"):
                 log.exception("model %s: unexpected refresh failure (keeping last good data)",
                               self.model.name)
+        settings = self._settings
+        self._polling.scheduled(error is None, self._derived is not None and self._derived.finished,
+                                self._last_update, settings.refresh_interval,
+                                settings.max_refresh_interval)
         with self._lock:
             self._started = None
             return self._snapshot(error, self._monotonic() - started)
@@ -339,9 +350,9 @@ class ModelCache:
                 errors=tuple(self._errors.items()),
                 downloaded=self._downloaded,
                 not_modified=self._not_modified,
-                unchanged=self._unchanged,
                 tail=self._tail,
                 downloaded_bytes=self._bytes,
+                poll_interval=self._polling.interval,
                 last_error=error,
             ),
         )
@@ -357,14 +368,13 @@ class ModelCache:
         changed = self._derived is None or self._rederive
         fresh: dict[str, _Cached] = {}
         runs: dict[str, tuple[str, sidefiles.EvaluationRun]] = {}
-        rounds: list[RoundInput] = []
+        listed: list[tuple[str, dict[int, Columns]]] = []
         newest = 0.0
-        hyper = _Hyper()
-        metrics_state: set[tuple[str, str]] = set()
+        state: list[polling.ObjectState] = []
         for prefix in self.model.rounds:
             metrics_prefix = f"{prefix}/metrics/"
             listing = {o.key: o for o in self._store.list_objects(metrics_prefix)}
-            metrics_state.update((o.key, o.etag) for o in listing.values())
+            state.extend((o.key, o.etag, o.size) for o in listing.values())
             selected = layouts.select_training_keys(listing, metrics_prefix)
             if not selected:
                 raise SourceError("not_found", f"no metrics/TrainingMetrics*.json (or console "
@@ -373,10 +383,8 @@ class ModelCache:
             for index, key in sorted(selected.items()):
                 obj = listing[key]
                 cached = self._objects.get(key)
-                if (cached is not None and cached.etag == obj.etag
-                        and not self._verification_due(cached)):
-                    self._unchanged += 1
-                else:
+                if (cached is None or cached.etag != obj.etag
+                        or self._verification_due(cached)):
                     with self._large.hold(obj.size):
                         cached = self._fetch(obj, cached)
                     changed = True
@@ -384,10 +392,17 @@ class ModelCache:
                 newest = max(newest, obj.last_modified)
                 workers[index] = cached.columns
             runs.update(self._evaluation_runs(listing, metrics_prefix))
-            hyper_side, hyper_changed = self._read_side(f"{prefix}/ip/hyperparameters.json",
-                                                        _parse_hyper)
-            hyper = hyper_side.value if isinstance(hyper_side.value, _Hyper) else _Hyper()
-            changed = changed or hyper_changed
+            listed.append((prefix, workers))
+        self._polling.listed(state)
+        side = self._polling.side_files()
+        rounds: list[RoundInput] = []
+        hyper = _Hyper()
+        for prefix, workers in listed:
+            key = f"{prefix}/ip/hyperparameters.json"
+            if side or key not in self._side:
+                changed = self._read_side(key, _parse_hyper)[1] or changed
+            value = self._side[key].value
+            hyper = value if isinstance(value, _Hyper) else _Hyper()
             rounds.append(RoundInput(workers, hyper.episodes, hyper.max_episodes))
         if set(fresh) != set(self._objects):
             changed = True
@@ -399,8 +414,14 @@ class ModelCache:
         self._objects = fresh
         self._runs = runs
         self._last_update = newest or self._last_update
-        self._read_simtrace(_latest_round_offset(rounds), frozenset(metrics_state))
-        self._extras = self._build_extras(self.model.rounds[-1], hyper)
+        exported = {run.run_id for run in sidefiles.latest_runs(
+            (run for _, run in runs.values()), self._settings.max_evaluation_runs)}
+        missing = exported - {t.key.run for t in self._traces.values()
+                              if t.key.kind == layouts.EVALUATION}
+        per_iteration = self._polling.per_iteration(
+            self._derived.latest_iteration if self._derived is not None else None, side, missing)
+        self._read_simtrace(_latest_round_offset(rounds), per_iteration, exported, missing)
+        self._extras = self._build_extras(self.model.rounds[-1], hyper, side, per_iteration)
 
     def _evaluation_runs(self, listing: dict[str, Any], metrics_prefix: str
                          ) -> dict[str, tuple[str, sidefiles.EvaluationRun]]:
@@ -412,24 +433,29 @@ class ModelCache:
                 continue
             cached = self._runs.get(key)
             if cached is not None and cached[0] == obj.etag:
-                self._unchanged += 1
                 out[key] = cached
                 continue
             try:
-                got = self._store.get(key, None, self._settings.max_object_bytes)
-                self._downloaded += 1
-                self._bytes += len(got.body or b"")
-                out[key] = (got.etag, sidefiles.parse_evaluation(run_id, got.body or b""))
+                # An evaluation file is parsed into dicts, several times its size at the peak:
+                # a large one waits for the large-read slot like a metrics file.
+                with self._large.hold(obj.size):
+                    got = self._store.get(key, None, self._settings.max_object_bytes)
+                    self._downloaded += 1
+                    self._bytes += len(got.body or b"")
+                    out[key] = (got.etag, sidefiles.parse_evaluation(run_id, got.body or b""))
+                    del got
             except (SourceError, MetricsFileError) as exc:
                 self._side_failure(key, exc)
                 if cached is not None:
                     out[key] = cached
         return out
 
-    def _build_extras(self, prefix: str, hyper: _Hyper) -> ModelExtras:
-        metadata, _ = self._read_side(f"{prefix}/model/model_metadata.json", _parse_metadata)
-        checkpoints, _ = self._read_side(f"{prefix}/model/deepracer_checkpoints.json",
-                                         sidefiles.parse_checkpoints)
+    def _build_extras(self, prefix: str, hyper: _Hyper, side: bool, per_iteration: bool
+                      ) -> ModelExtras:
+        metadata = self._side_value(f"{prefix}/model/model_metadata.json", _parse_metadata,
+                                    side)
+        checkpoints = self._side_value(f"{prefix}/model/deepracer_checkpoints.json",
+                                       sidefiles.parse_checkpoints, per_iteration)
         all_runs = [run for _, run in self._runs.values()]
         labels, bounds = metadata.value if metadata.value is not None else ((), ())
         return ModelExtras(
@@ -447,44 +473,27 @@ class ModelCache:
 
     # -- simtrace ------------------------------------------------------------------------------
 
-    def _read_simtrace(self, offset: int, metrics_state: frozenset[tuple[str, str]]) -> None:
+    def _read_simtrace(self, offset: int, relist: bool, exported: set[str], missing: set[str]
+                       ) -> None:
         """Find, read (new ETags only) and reduce the simtrace objects that are exported: the
         latest round's training iterations (the latest `max_iterations`) and the exported
         evaluation runs of every round.
 
-        Listing cost: the latest round's training folders (`training-simtrace/`, one per worker
-        `<n>/`, or `sim-trace/`) one LIST each every refresh, so the file of an iteration that
-        just ended is found at once. The model's folders themselves (one delimiter LIST per
-        round) when its metrics listing gained a key, at most every SIMTRACE_GROWN_SECONDS while
-        its files only grow, and every SIMTRACE_FOLDERS_SECONDS: an
-        unchanged model without simtrace costs no request more. An `evaluation-<time>/` folder,
-        and an earlier round, only then and while an exported run's file is not found yet (each
-        run writes one, once)."""
-        runs = sidefiles.latest_runs((run for _, run in self._runs.values()),
-                                  self._settings.max_evaluation_runs)
-        exported = {run.run_id for run in runs}
-        missing = exported - {t.key.run for t in self._traces.values()
-                              if t.key.kind == layouts.EVALUATION}
-        # New keys (a worker, an evaluation run) relist at once; a file that only grew (every
-        # episode of a training) at most every SIMTRACE_GROWN_SECONDS, so a live training's
-        # refreshes do not all pay a folder LIST.
-        metrics_keys = frozenset(key for key, _ in metrics_state)
-        since = self._monotonic() - self._folders_listed
-        relist = (metrics_keys != self._folders_keys or since >= SIMTRACE_FOLDERS_SECONDS
-                  or (metrics_state != self._folders_state
-                      and since >= SIMTRACE_GROWN_SECONDS))
-        if relist:
-            self._folders_state, self._folders_listed = metrics_state, self._monotonic()
-            self._folders_keys = metrics_keys
+        Folders are listed only when `relist` (polling.py: the latest iteration changed, the
+        training was replaced, a run's file is still awaited, or the safety net): the model's
+        folders (one delimiter LIST per round), the latest round's training folders
+        (`training-simtrace/`, one per worker `<n>/`, or `sim-trace/`), and an
+        `evaluation-<time>/` folder or an earlier round only while an exported run's file is not
+        found yet (each run writes one, once). Otherwise what was found before is kept."""
         latest = self.model.rounds[-1]
         found: dict[str, tuple[ObjectInfo, layouts.SimtraceKey, str]] = {}
         listed_folders: set[str] = set()
-        for prefix in self.model.rounds:
-            if prefix != latest and not (relist and any(
+        for prefix in self.model.rounds if relist else ():
+            if prefix != latest and not (any(
                     run.run_id in missing and key.startswith(f"{prefix}/metrics/")
                     for key, (_, run) in self._runs.items())):
                 continue
-            for folder in self._simtrace_folders(prefix, prefix == latest, relist, missing):
+            for folder in self._simtrace_folders(prefix, prefix == latest, missing):
                 try:
                     objects = self._store.list_objects(folder)
                 except SourceError as exc:
@@ -508,7 +517,6 @@ class ModelCache:
             obj, key, folder = found[name]
             cached = self._traces.get(name)
             if cached is not None and cached.etag == obj.etag:
-                self._unchanged += 1
                 traces[name] = cached
                 continue
             trace = self._read_trace(obj, key, folder, cached)
@@ -520,20 +528,19 @@ class ModelCache:
             self._simulator_basis = basis
             self._simulator = self._simulator_figures(offset) if traces else None
 
-    def _simtrace_folders(self, prefix: str, latest: bool, relist: bool, missing: set[str]
-                          ) -> list[str]:
-        """The folders of a round to list now (see `_read_simtrace`)."""
-        if relist or prefix not in self._folders:
-            try:
-                children = self._store.list_children(f"{prefix}/")
-                self._folders[prefix] = layouts.simtrace_folders(children, prefix)
-            except SourceError as exc:
-                self._side_failure(f"{prefix}/", exc)
+    def _simtrace_folders(self, prefix: str, latest: bool, missing: set[str]) -> list[str]:
+        """The folders of a round to list now (see `_read_simtrace`); when its own listing
+        fails, those found before."""
+        try:
+            children = self._store.list_children(f"{prefix}/")
+            self._folders[prefix] = layouts.simtrace_folders(children, prefix)
+        except SourceError as exc:
+            self._side_failure(f"{prefix}/", exc)
         out = []
         for folder in self._folders.get(prefix, ()):
             run = layouts.simtrace_key(f"{folder}evaluation-simtrace/0-iteration.csv", prefix)
             if run is not None:  # an evaluation-<time>/ folder of DRfC
-                if relist and run.run in missing:
+                if run.run in missing:
                     out.append(folder)
             elif latest or folder.endswith("/sim-trace/"):
                 out.append(folder)
@@ -612,9 +619,18 @@ class ModelCache:
         """A side object (evaluation run, metadata, checkpoints) that cannot be read is counted
         and logged, but does not fail the model: its training numbers are still good."""
         self._count(exc.reason)
+        self._polling.retry()
         if self._log.failed(("side", key), exc.reason):
             log.warning("model %s: %s: %s: %s; its last good value is kept", self.model.name,
                         exc.reason, self._store.describe(key), exc)
+
+    def _side_value(self, key: str, parse: Callable[[bytes | bytearray], Any], due: bool
+                    ) -> _Side:
+        """The side object as last read; read again (a conditional GET) when `due`."""
+        cached = self._side.get(key)
+        if due or cached is None:
+            return self._read_side(key, parse)[0]
+        return cached
 
     def _read_side(self, key: str, parse: Callable[[bytes | bytearray], Any]
                    ) -> tuple[_Side, bool]:
@@ -670,7 +686,7 @@ class ModelCache:
             log.info("model %s: %s went back to episode %d (training restarted on this "
                      "prefix); starting over from the new data", self.model.name,
                      self._store.describe(key), int(columns.episode.max()))
-        if cached is not None and cached.tails and not _same(columns, cached.columns):
+        if cached is not None and cached.tails and not _covers(columns, cached.columns):
             log.info("model %s: %s differs from what its last %d tail read(s) built (rewritten "
                      "in place); replaced by this full read", self.model.name,
                      self._store.describe(key), cached.tails)
