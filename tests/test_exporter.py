@@ -100,7 +100,7 @@ def test_discovery_finds_a_training_started_while_running(s3: Any, bucket: str,
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             got = parse(scrape(exporter.port))
-            if pick(got, "deepracer_model_info", model="second"):
+            if pick(got, "deepracer_model_workers", model="second"):  # not just pending
                 break
             time.sleep(0.1)
         assert value(got, "deepracer_model_workers", model="second") == 3

@@ -7,6 +7,9 @@ Simtrace files (the simulator's per-iteration step log) are read beside the metr
 object once per ETag (the simulator writes it once), reduced at once to a few numbers; a bad one
 is counted and logged like a side document and never fails the model's training data.
 
+What is requested when (this model's refresh interval, when side files and simtrace folders are
+read again) is decided by polling.py; this class does the reading.
+
 A refresh that overruns its deadline (each store call's `budget`) is shown as failing with
 reason `timeout` by the refresher's watchdog (`overdue`, `timed_out`) even while its thread is
 still stuck in the call.
@@ -365,7 +368,38 @@ class ModelCache:
                         self.model.name, error, kept)
 
     def _refresh(self) -> None:
-        changed = self._derived is None or self._rederive
+        """List and read the metrics, then what polling.py says is due beside them: side files,
+        the checkpoint index, simtrace folders."""
+        listed, changed = self._read_metrics()
+        side = self._polling.side_files()
+        rounds: list[RoundInput] = []
+        hyper = _Hyper()
+        for prefix, workers in listed:
+            key = f"{prefix}/ip/hyperparameters.json"
+            if side or key not in self._side:
+                changed = self._read_side(key, _parse_hyper)[1] or changed
+            value = self._side[key].value
+            hyper = value if isinstance(value, _Hyper) else _Hyper()
+            rounds.append(RoundInput(workers, hyper.episodes, hyper.max_episodes))
+        if changed or self._derived is None or self._rederive:
+            self._rederive = False
+            self._derived = derive(rounds, rolling_window=self._settings.rolling_window,
+                                   max_iterations=self._settings.max_iterations,
+                                   top_laps=self._settings.top_laps)
+        exported = {run.run_id for run in sidefiles.latest_runs(
+            (run for _, run in self._runs.values()), self._settings.max_evaluation_runs)}
+        missing = exported - {t.key.run for t in self._traces.values()
+                              if t.key.kind == layouts.EVALUATION}
+        per_iteration = self._polling.per_iteration(self._derived.latest_iteration, side,
+                                                    missing)
+        self._read_simtrace(_latest_round_offset(rounds), per_iteration, exported, missing)
+        self._extras = self._build_extras(self.model.rounds[-1], hyper, side, per_iteration)
+
+    def _read_metrics(self) -> tuple[list[tuple[str, dict[int, Columns]]], bool]:
+        """List every round's `metrics/`, read the worker files whose ETag changed (a grown one
+        by its tail) and the new evaluation runs; returns each round's workers' columns and
+        whether any worker file changed. The listing goes to the polling policy."""
+        changed = False
         fresh: dict[str, _Cached] = {}
         runs: dict[str, tuple[str, sidefiles.EvaluationRun]] = {}
         listed: list[tuple[str, dict[int, Columns]]] = []
@@ -394,34 +428,11 @@ class ModelCache:
             runs.update(self._evaluation_runs(listing, metrics_prefix))
             listed.append((prefix, workers))
         self._polling.listed(state)
-        side = self._polling.side_files()
-        rounds: list[RoundInput] = []
-        hyper = _Hyper()
-        for prefix, workers in listed:
-            key = f"{prefix}/ip/hyperparameters.json"
-            if side or key not in self._side:
-                changed = self._read_side(key, _parse_hyper)[1] or changed
-            value = self._side[key].value
-            hyper = value if isinstance(value, _Hyper) else _Hyper()
-            rounds.append(RoundInput(workers, hyper.episodes, hyper.max_episodes))
-        if set(fresh) != set(self._objects):
-            changed = True
-        if changed:
-            self._rederive = False
-            self._derived = derive(rounds, rolling_window=self._settings.rolling_window,
-                                   max_iterations=self._settings.max_iterations,
-                                   top_laps=self._settings.top_laps)
+        changed = changed or set(fresh) != set(self._objects)
         self._objects = fresh
         self._runs = runs
         self._last_update = newest or self._last_update
-        exported = {run.run_id for run in sidefiles.latest_runs(
-            (run for _, run in runs.values()), self._settings.max_evaluation_runs)}
-        missing = exported - {t.key.run for t in self._traces.values()
-                              if t.key.kind == layouts.EVALUATION}
-        per_iteration = self._polling.per_iteration(
-            self._derived.latest_iteration if self._derived is not None else None, side, missing)
-        self._read_simtrace(_latest_round_offset(rounds), per_iteration, exported, missing)
-        self._extras = self._build_extras(self.model.rounds[-1], hyper, side, per_iteration)
+        return listed, changed
 
     def _evaluation_runs(self, listing: dict[str, Any], metrics_prefix: str
                          ) -> dict[str, tuple[str, sidefiles.EvaluationRun]]:
