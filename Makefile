@@ -1,5 +1,5 @@
 # The two commands README.md promises: `make demo` and `make test`.
-.PHONY: demo test test-fast lint bench soak
+.PHONY: demo test test-fast test-latest lint lock bench soak
 
 demo:
 	./scripts/setup.sh demo
@@ -17,6 +17,15 @@ test: lint
 test-fast:
 	./scripts/setup.sh test
 	.venv/bin/python -m pytest -q -m fast
+
+# The suite against the newest releases pyproject.toml allows, in a throwaway venv (early warning).
+test-latest:
+	./scripts/test-latest.sh
+
+# Regenerate requirements/*.txt from pyproject.toml (UPGRADE=1: move every pin to the newest).
+lock:
+	./scripts/setup.sh test
+	UPGRADE=$(UPGRADE) ./scripts/lock.sh
 
 bench:
 	./scripts/setup.sh test

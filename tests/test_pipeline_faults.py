@@ -486,7 +486,12 @@ def test_large_reads_run_one_at_a_time(s3: Any, bucket: str, proxy: FaultProxy) 
 # -- 6. unreadable metrics folder --------------------------------------------------------------
 
 def test_unreadable_metrics_folder_is_access_denied(tmp_path: Path) -> None:
-    """Run as an unprivileged user (root reads any folder) through the command line."""
+    """Through the command line, with permission checks applied to the exporter's process.
+
+    Root reads any folder, so as root the child keeps uid 0 (it must import the package from
+    wherever the checkout lives, a private 0700 folder included) but runs without the two
+    capabilities that bypass file permissions, as an ordinary owner would.
+    """
     root = Path(tempfile.mkdtemp(prefix="unreadable-"))
     try:
         root.chmod(0o755)
@@ -503,7 +508,8 @@ def test_unreadable_metrics_folder_is_access_denied(tmp_path: Path) -> None:
         config.chmod(0o644)
         prefix: list[str] = []
         if os.geteuid() == 0:
-            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            caps = "-dac_override,-dac_read_search"
+            prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
         done = subprocess.run([*prefix, sys.executable, "-m", "deepracer_exporter.cli",
                                "--config", str(config), "--once"], capture_output=True,
                               text=True, timeout=120, cwd="/")
