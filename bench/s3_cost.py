@@ -7,7 +7,8 @@ each) with simtrace, evaluation runs, hyperparameters, metadata and checkpoints,
 before the exporter starts; ACTIVE of them keep training (one episode every 2 s each, simtrace and
 checkpoints after each iteration), the others reached their episode limit. The real exporter
 process (`deepracer-exporter --config`, one `discover` entry, `refresh_interval: 15s`) watches it
-through the proxy; counted from the end of the first WARMUP seconds, for MEASURE seconds: S3
+through the proxy; counted from WARMUP seconds after its cold start (every model's first refresh,
+simtrace included, shown on /metrics), for MEASURE seconds: S3
 requests by operation and by model, what they cost a month on S3 Standard, the exporter's CPU
 (/proc), and how late each new episode of an active model shows on /metrics (scraped every 3 s).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -61,6 +63,7 @@ LIST_USD = 0.005 / 1000  # S3 Standard, us-east-1: LIST (and PUT, COPY, POST)
 GET_USD = 0.0004 / 1000  # GET (and all other requests)
 MONTH = 30 * 24 * 3600
 SIMTRACE_ROWS = 30  # rows kept of each simtrace CSV: the key count is what costs, not the body
+_SIMTRACE = re.compile(r'^deepracer_model_simtrace_iteration\{model="[^"]+"\} ', re.M)
 _EPISODES = re.compile(r'^deepracer_model_episodes_total\{model="([^"]+)",phase="training"[^}]*\} '
                        r'(\S+)$', re.M)
 
@@ -79,20 +82,30 @@ def _files(sim: TrainingSimulator, prefix: str) -> dict[str, bytes]:
 
 def build_models(s3: Any, models: int, iterations: int, active: int
                  ) -> dict[str, TrainingSimulator]:
-    """Write every model; returns the simulators of the active ones, to go on training."""
+    """Write every model; returns the simulators of the active ones, to go on training. The
+    finished ones are copies of one simulated training (what costs requests is their keys, not
+    their numbers), which keeps the set-up to a few minutes."""
     live: dict[str, TrainingSimulator] = {}
+    episodes = 20 * iterations
+    finished: dict[str, bytes] | None = None
     with ThreadPoolExecutor(8) as pool:
         for i in range(models):
             prefix = f"model-{i:02d}"
-            episodes = 20 * iterations
-            spec = TrainingSpec(episodes_between_training=20, seed=i, policy_update_s=5.0,
-                                max_episodes=10**9 if i < active else episodes)
-            sim = TrainingSimulator(spec)
-            sim.advance(episodes)
-            for key, body in _files(sim, prefix).items():
-                pool.submit(s3.put_object, Bucket=BUCKET, Key=key, Body=body)
-            if i < active:
-                live[prefix] = sim
+            if i < active or finished is None:
+                spec = TrainingSpec(episodes_between_training=20, seed=i, policy_update_s=5.0,
+                                    max_episodes=10**9 if i < active else episodes)
+                sim = TrainingSimulator(spec)
+                sim.advance(episodes)
+                files = _files(sim, "")
+                if i < active:
+                    live[prefix] = sim
+                else:
+                    finished = files
+            else:
+                files = finished
+            for key, body in files.items():
+                pool.submit(s3.put_object, Bucket=BUCKET, Key=f"{prefix}/{key.lstrip('/')}",
+                            Body=body)
     return live
 
 
@@ -130,13 +143,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape_episodes(port: int) -> dict[str, float]:
+def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
-        text = resp.read().decode()
+        return str(resp.read().decode())
+
+
+def episodes_shown(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for model, value in _EPISODES.findall(text):
         out[model] = out.get(model, 0.0) + float(value)
     return out
+
+
+def models_ready(text: str) -> int:
+    """Models whose first refresh, simtrace included, is done."""
+    return len(_SIMTRACE.findall(text))
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -156,6 +177,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             live = build_models(s3, args.models, args.iterations, args.active)
         built = time.perf_counter() - started
         written: dict[str, list[tuple[float, int]]] = {p: [] for p in live}
+        expected = ["model-00"] if args.non_model else [f"model-{i:02d}"
+                                                        for i in range(args.models)]
+        cold = math.nan
         writer = threading.Thread(target=train, args=(s3, live, stop, written), daemon=True)
         writer.start()
         port = free_port()
@@ -172,7 +196,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                     stderr=open(Path(tmp) / "log", "wb"))  # noqa: SIM115
             seen: dict[str, tuple[float, float]] = {}  # model -> (episodes shown, since)
             lags: list[float] = []
-            t0 = time.monotonic()
+            launched = time.monotonic()
+            t0 = math.inf  # when every model's first refresh (its cold start) was done
             mark = cpu0 = 0.0
             begin = 0
             while time.monotonic() - t0 < args.warmup + args.measure:
@@ -182,9 +207,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 if not begin and time.monotonic() - t0 >= args.warmup:
                     begin, mark, cpu0 = len(proxy.seen), time.monotonic(), cpu_seconds(proc.pid)
                 try:
-                    shown = scrape_episodes(port)
+                    text = scrape(port)
                 except OSError:
                     continue
+                if t0 == math.inf and models_ready(text) == len(expected):
+                    t0 = time.monotonic()
+                    cold = t0 - launched
+                shown = episodes_shown(text)
                 now = time.time()
                 for prefix in live:
                     count = shown.get(prefix)
@@ -227,7 +256,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "source": str(args.source), "models": 1 if args.non_model else args.models,
         "active": len(live), "non_model_prefixes": args.non_model,
         "iterations": args.iterations, "refresh_interval_s": args.interval,
-        "build_s": round(built, 1), "window_s": round(window, 1), "cycles": round(cycles, 1),
+        "build_s": round(built, 1), "cold_start_s": round(cold, 1),
+        "window_s": round(window, 1), "cycles": round(cycles, 1),
         "requests": dict(by_op), "requests_per_cycle": round(sum(by_op.values()) / cycles, 2),
         "lists_per_minute": round(by_op["LIST"] / window * 60, 2),
         "root_lists_per_minute": round(by_model[("", "LIST")] / window * 60, 2),
