@@ -70,8 +70,9 @@ class ModelPolling:
         return True
 
     def wake(self) -> None:
-        """Refresh at the next cycle (a reload, new settings)."""
+        """Refresh at the next cycle, reading everything again (a reload, new settings)."""
         self._skip = 0
+        self._retry = True
 
     def listed(self, objects: Iterable[ObjectState]) -> None:
         state = frozenset(objects)
