@@ -44,6 +44,7 @@ _SIDE_MAX_BYTES = 1024 * 1024
 # for one worker's iteration, far more than a simulator writes, and parsing that takes about
 # 125 MB beside the body. Below LargeReads' threshold, so it never waits for the large-read slot.
 SIMTRACE_MAX_BYTES = 16 * 1024**2
+_GETS_PER_LIST = 12  # S3 bills a LIST like 12.5 GETs
 # A tail read trusts that the bytes before the new records did not change. That is checked by a
 # full read: of the next growth after VERIFY_TAILS tail reads in a row, and at the first refresh
 # VERIFY_SECONDS after the last full read of an object tail-read since (changed or not).
@@ -392,7 +393,9 @@ class ModelCache:
                               if t.key.kind == layouts.EVALUATION}
         per_iteration = self._polling.per_iteration(self._derived.latest_iteration, side,
                                                     missing)
-        self._read_simtrace(_latest_round_offset(rounds), per_iteration, exported, missing)
+        offset = _latest_round_offset(rounds)
+        self._read_simtrace(offset, side or (per_iteration and bool(missing)), per_iteration,
+                            self._derived.latest_iteration - offset, exported, missing)
         self._extras = self._build_extras(self.model.rounds[-1], hyper, side, per_iteration)
 
     def _read_metrics(self) -> tuple[list[tuple[str, dict[int, Columns]]], bool]:
@@ -484,27 +487,33 @@ class ModelCache:
 
     # -- simtrace ------------------------------------------------------------------------------
 
-    def _read_simtrace(self, offset: int, relist: bool, exported: set[str], missing: set[str]
-                       ) -> None:
+    def _read_simtrace(self, offset: int, relist: bool, next_iteration: bool, upto: int,
+                       exported: set[str], missing: set[str]) -> None:
         """Find, read (new ETags only) and reduce the simtrace objects that are exported: the
         latest round's training iterations (the latest `max_iterations`) and the exported
         evaluation runs of every round.
 
-        Folders are listed only when `relist` (polling.py: the latest iteration changed, the
-        training was replaced, a run's file is still awaited, or the safety net): the model's
-        folders (one delimiter LIST per round), the latest round's training folders
-        (`training-simtrace/`, one per worker `<n>/`, or `sim-trace/`), and an
-        `evaluation-<time>/` folder or an earlier round only while an exported run's file is not
-        found yet (each run writes one, once). Otherwise what was found before is kept."""
+        When to look is polling.py's: with `relist` (the training was replaced, a run's file is
+        awaited, the safety net) the model's folders are listed (one delimiter LIST per round),
+        then the latest round's training folders (`training-simtrace/`, one per worker `<n>/`,
+        or `sim-trace/`), and an `evaluation-<time>/` folder or an earlier round only while an
+        exported run's file is not found yet (each run writes one, once). With
+        `next_iteration` alone (the latest iteration changed) the files of the iterations that
+        ended since (the round's own iterations below `upto`) are read by GET at the keys the
+        newest known one implies: a GET costs a twelfth of a LIST. Otherwise what was found
+        before is kept."""
         latest = self.model.rounds[-1]
         found: dict[str, tuple[ObjectInfo, layouts.SimtraceKey, str]] = {}
         listed_folders: set[str] = set()
-        for prefix in self.model.rounds if relist else ():
+        probed: dict[str, _Trace] | None = {}
+        if next_iteration and not relist:
+            probed = self._read_next_iterations(latest, upto)
+        for prefix in self.model.rounds if relist or probed is None else ():
             if prefix != latest and not (any(
                     run.run_id in missing and key.startswith(f"{prefix}/metrics/")
                     for key, (_, run) in self._runs.items())):
                 continue
-            for folder in self._simtrace_folders(prefix, prefix == latest, missing):
+            for folder in self._simtrace_folders(prefix, prefix == latest, missing, relist):
                 try:
                     objects = self._store.list_objects(folder)
                 except SourceError as exc:
@@ -518,6 +527,7 @@ class ModelCache:
         # What was not listed now (its folder skipped, or its listing failed) stays as it was.
         carried = {name: t for name, t in self._traces.items()
                    if t.folder not in listed_folders and name not in found}
+        carried.update(probed or {})
         keys = {name: key for name, (_, key, _) in found.items()}
         keys.update((name, t.key) for name, t in carried.items())
         traces: dict[str, _Trace] = {}
@@ -539,12 +549,41 @@ class ModelCache:
             self._simulator_basis = basis
             self._simulator = self._simulator_figures(offset) if traces else None
 
-    def _simtrace_folders(self, prefix: str, latest: bool, missing: set[str]) -> list[str]:
-        """The folders of a round to list now (see `_read_simtrace`); when its own listing
-        fails, those found before."""
+    def _read_next_iterations(self, latest: str, upto: int) -> dict[str, _Trace] | None:
+        """The training files of the iterations from the newest known one of each worker folder
+        up to `upto` (excluded), read by GET at the key that one implies; a file not there yet
+        ends its folder's run (looked for again at the next change). None when that cannot
+        replace a listing: no training file known yet, or more iterations missing than a LIST
+        costs in GETs."""
+        newest: dict[tuple[str, int, str | None], tuple[int, str]] = {}
+        for name, t in self._traces.items():
+            if t.key.kind == layouts.TRAINING and name.startswith(f"{latest}/"):
+                group = (t.folder, t.key.worker, t.key.run)
+                if group not in newest or t.key.iteration > newest[group][0]:
+                    newest[group] = (t.key.iteration, name)
+        if not newest or any(upto - it - 1 > _GETS_PER_LIST for it, _ in newest.values()):
+            return None
+        out: dict[str, _Trace] = {}
+        for (folder, _, _), (known, name) in newest.items():
+            head = name.rsplit("/", 1)[0]
+            for it in range(known + 1, upto):
+                key = f"{head}/{it}-iteration.csv"
+                simtrace_key = layouts.simtrace_key(key, latest)
+                trace = None if simtrace_key is None else self._read_trace(
+                    ObjectInfo(key, "", 0.0, 0), simtrace_key, folder, None)
+                if trace is None:
+                    break
+                out[key] = trace
+        return out
+
+    def _simtrace_folders(self, prefix: str, latest: bool, missing: set[str], children: bool
+                          ) -> list[str]:
+        """The folders of a round to list now (see `_read_simtrace`): its folders are listed
+        first with `children`, else (or when that listing fails) those found before are used."""
         try:
-            children = self._store.list_children(f"{prefix}/")
-            self._folders[prefix] = layouts.simtrace_folders(children, prefix)
+            if children or prefix not in self._folders:
+                found = self._store.list_children(f"{prefix}/")
+                self._folders[prefix] = layouts.simtrace_folders(found, prefix)
         except SourceError as exc:
             self._side_failure(f"{prefix}/", exc)
         out = []
@@ -585,18 +624,20 @@ class ModelCache:
         that could not be read (timeout, unreachable) is tried again next refresh."""
         previous = cached.steps if cached is not None else None
         bound = min(SIMTRACE_MAX_BYTES, self._settings.max_object_bytes)
+        etag = obj.etag
         try:
             if obj.size > bound:
                 raise SourceError("too_large", f"{self._store.describe(obj.key)}: {obj.size} "
                                   f"bytes is over the simtrace limit of {bound}")
             got = self._store.get(obj.key, None, bound)
+            etag = got.etag
             self._downloaded += 1
             self._bytes += len(got.body or b"")
             steps = simtrace.worker_steps(simtrace.parse_simtrace(got.body or b""))
             return _Trace(got.etag, key, folder, steps)
         except MetricsFileError as exc:
             self._side_failure(obj.key, exc)
-            return _Trace(obj.etag, key, folder, previous)
+            return _Trace(etag, key, folder, previous)
         except SourceError as exc:
             if exc.reason == "not_found":  # deleted since the listing
                 return None
