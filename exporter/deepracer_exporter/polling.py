@@ -9,10 +9,11 @@ changed since its last look:
   its interval up to `max_refresh_interval`. Any change brings it back to `refresh_interval`, so
   a training restarted on a backed-off model is noticed within `max_refresh_interval` plus one
   `refresh_interval`.
-* Its side files (hyperparameters, model metadata) are read again when the metrics listing says
-  the training was replaced (a key appeared or went, an object shrank); the checkpoint index and
-  the simtrace folders when the latest iteration changed too (both are written once per
-  iteration); everything at least every SAFETY_NET seconds of polling, in case a file was
+* Its side files (hyperparameters, model metadata) and simtrace folders are read again when the
+  metrics listing says the training was replaced (a key appeared or went, an object shrank); the
+  checkpoint index and the simtrace files of the iterations that ended when the latest iteration
+  changed (both are written once per iteration; modelcache reads those files by GET at their
+  expected keys); everything at least every SAFETY_NET seconds of polling, in case a file was
   replaced without any of that.
 * Discovery lists the bucket's root every DISCOVER_CYCLES refresh cycles (once a minute at the
   default 15 s), so a new training is found within that. A new prefix is checked at once (one
