@@ -10,7 +10,8 @@ process (`deepracer-exporter --config`, one `discover` entry, `refresh_interval:
 through the proxy; counted from WARMUP seconds after its cold start (every model's first refresh,
 simtrace included, shown on /metrics), for MEASURE seconds: S3
 requests by operation and by model, what they cost a month on S3 Standard, the exporter's CPU
-(/proc), and how late each new episode of an active model shows on /metrics (scraped every 3 s).
+(/proc), and how late each new episode of an active model shows on /metrics (scraped every 3 s
+with gzip).
 
 `--non-model N` runs the other scenario: one model beside N prefixes that are not models
 (`custom-<i>/` with one object each, like DRfC's `custom_files/`): LISTs a minute.
@@ -25,6 +26,7 @@ Prints one JSON object; bench/RESULTS.md records the figures.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -144,8 +146,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
-        return str(resp.read().decode())
+    """/metrics as Prometheus asks for it (gzip: the exporter serves its cached members)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                 headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = resp.read()
+        if resp.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+    return str(body.decode())
 
 
 def episodes_shown(text: str) -> dict[str, float]:
