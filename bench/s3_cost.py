@@ -197,9 +197,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                               f"s3:\n  endpoint_url: {proxy.url}\n  region: us-east-1\n"
                               f"discover:\n  - bucket: {BUCKET}\n{args.extra}\n")
             env = {**os.environ, "PYTHONPATH": str(args.source)}
-            proc = subprocess.Popen([sys.executable, "-c",
-                                     "import sys; from deepracer_exporter.cli import main; "
-                                     "sys.exit(main())", "--config", str(config)],
+            profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
+            proc = subprocess.Popen([sys.executable, *profile, "-m", "deepracer_exporter.cli",
+                                     "--config", str(config)],
                                     env=env, stdout=subprocess.DEVNULL,
                                     stderr=open(Path(tmp) / "log", "wb"))  # noqa: SIM115
             seen: dict[str, tuple[float, float]] = {}  # model -> (episodes shown, since)
@@ -299,6 +299,7 @@ def main() -> int:
     parser.add_argument("--source", type=Path, default=REPO / "exporter",
                         help="the exporter package's parent folder to run")
     parser.add_argument("--extra", default="", help="more exporter config (YAML lines)")
+    parser.add_argument("--profile", type=Path, help="run the exporter under cProfile, to here")
     print(json.dumps(measure(parser.parse_args()), indent=2))
     return 0
 
