@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from grafana_foundation_sdk.builders import barchart, stat, table, timeseries, xychart
+from grafana_foundation_sdk.builders import barchart, stat, table, timeseries, trend, xychart
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus as pb
@@ -42,6 +42,7 @@ from grafana_foundation_sdk.models import xychart as xm
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "grafana" / "dashboards"
 RULES = ROOT / "prometheus" / "rules" / "deepracer.yml"
+ALERTS_DOC = ROOT / "docs" / "alerts.md"
 # Set on every panel: Grafana runs a panel's option migrations when it is missing or older.
 GRAFANA_VERSION = "11.6.0"
 DEFAULT_DATASOURCE_UID = "deepracer-prometheus"  # grafana/provisioning/datasources
@@ -49,27 +50,37 @@ DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job=~"$job"'
 TRAINING_UID = "deepracer-training"
 OVERVIEW_UID = "deepracer-overview"
+RUNBOOK_UID = "deepracer-runbook"
 CONSOLE_CHART_TITLE = "Reward and completion (DeepRacer console)"
 WARN_SECONDS = 300  # "Since last update" turns orange (dashboard only)
 # The car acts 15 times per simulated second: a step every 1/15 s (66.7 ms), the target line.
-STEP_TARGET = "1 / 15"
+STEP_TARGET_SECONDS = 1 / 15
 STEP_TARGET_TEXT = "66.7 ms"
 # Shown instead of "No data" where the cause of missing data is known.
 NO_SIMTRACE = "No simtrace"
 NO_WALL_CLOCK = "No simtrace wall_clock"
-NO_PUSH = "No push configured"
+NO_POLICY = "No policy data"
 
 STATUS_COLORS = {
     "lap_complete": "green",
     "off_track": "red",
     "crashed": "dark-red",
-    "reversed": "orange",
-    "time_up": "yellow",
+    "reversed": "yellow",
+    "time_up": "light-yellow",
     "immobilized": "purple",
     "in_progress": "blue",
     "other": "text",
 }
-STAT_COLORS = {"mean": "blue", "median": "green", "max": "orange", "min": "purple"}
+# One colour family per phase on every chart (the console's: training blue, evaluation orange),
+# a shade per statistic; reward of the console chart is green. Nothing else is orange.
+PHASE_COLORS = {"training": "blue", "evaluation": "orange"}
+STAT_SHADES = {"mean": "", "median": "light-", "max": "dark-", "min": "semi-dark-"}
+
+
+def stat_color(phase: str, stat: str) -> str:
+    """The colour of one statistic of one phase: a shade of the phase's colour."""
+    return STAT_SHADES[stat] + PHASE_COLORS[phase]
+
 # Default per-iteration stats of reward and completion (DECISIONS.md), points of plotProgress.
 PROGRESS_STATS = {"training": ("mean", "median", "max"), "evaluation": ("mean", "max")}
 RESET_REASONS = {
@@ -163,6 +174,27 @@ def per_iter(metric: str, **labels: str) -> str:
 def per_iter_unrounded(metric: str, **labels: str) -> str:
     """One value per iteration of a family without a `round` label (simtrace, the push)."""
     return f"max by (iteration) ({sel(metric, **labels)})"
+
+
+def short_iterations() -> str:
+    """(round, iteration) of the iterations with fewer training episodes than an iteration
+    plays, while the model trains: the one being played (its values still move), or one a
+    round ended early. PromQL cannot compare the `iteration` label with
+    deepracer_model_iteration, hence the episode count."""
+    return (f"(max by (round, iteration) ({sel('deepracer_iteration_episodes', phase='training')})"
+            f" < on () group_left () max({sel('deepracer_model_episodes_per_iteration')}))"
+            f" and on () (max({sel('deepracer_model_finished')}) == 0)")
+
+
+def unfinished(expr: str) -> str:
+    """`expr` at the unfinished iterations only."""
+    return f"{expr} and on (round, iteration) ({short_iterations()})"
+
+
+UNFINISHED_NAME = "unfinished iteration"
+UNFINISHED_TEXT = ("The grey point is an unfinished iteration (fewer training episodes than an "
+                   "iteration plays, usually the one being played): its mean still moves, and "
+                   "no rolling mean counts it.")
 
 
 def query(expr: str, ref: str, *, instant: bool = False, table_format: bool = True,
@@ -336,6 +368,7 @@ def iteration_chart(
     y_label: str,
     right_unit: str = "none",
     right_label: str = "",
+    right_range: tuple[float, float] | None = None,
     no_value: str = "",
 ) -> xychart.Panel:
     """XY chart with the iteration on the x axis; each expr gives one value per iteration and
@@ -370,12 +403,65 @@ def iteration_chart(
     if no_value:
         p = p.no_value(no_value)
     for ref, s in zip(REFS, series, strict=False):
-        side = dict(unit=right_unit, custom__axisPlacement="right", custom__axisLabel=right_label)
+        side: dict[str, Any] = dict(unit=right_unit, custom__axisPlacement="right",
+                                    custom__axisLabel=right_label)
+        if right_range is not None:
+            side.update(min=right_range[0], max=right_range[1])
         if not s.right:
             side = dict(custom__axisPlacement="left", custom__axisLabel=y_label)
         p = p.with_target(query(s.expr, ref, instant=True)).override_by_query(
             ref, props(displayName=s.name, color=fixed(s.color), custom__show=s.show, **side)
         )
+    return p
+
+
+def trend_chart(
+    title: str,
+    description: str,
+    size: tuple[int, int],
+    series: Sequence[Series],
+    *,
+    unit: str,
+    y_label: str,
+    lines: db.ThresholdsConfig,
+    no_value: str = "",
+) -> trend.Panel:
+    """An iteration chart with reference lines (targets, alert thresholds) drawn as threshold
+    lines, which the XY chart cannot draw: Grafana's trend panel, its queries' frames joined
+    on the iteration. The base step of `lines` draws nothing; make it transparent."""
+    rename = {f"Value #{ref}": s.name for ref, s in zip(REFS, series, strict=False)}
+    p = (
+        common(trend.Panel(), title, description, size)
+        .unit(unit)
+        .x_field("iteration")
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC))
+        .draw_style(cm.GraphDrawStyle.LINE)
+        .line_width(2)
+        .fill_opacity(0)
+        .show_points(cm.VisibilityMode.ALWAYS)
+        .point_size(5)
+        .span_nulls(True)
+        .axis_label(y_label)
+        .axis_placement(cm.AxisPlacement.AUTO)
+        .thresholds(lines)
+        .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
+        .legend(legend())
+        .tooltip(tooltip(cm.TooltipDisplayMode.MULTI))
+        .transformations([
+            transform("organize", excludeByName={"Time": True}, indexByName={}, renameByName={}),
+            transform("joinByField", byField="iteration", mode="outer"),
+            to_numbers("iteration"),
+            SORT_BY_ITERATION,
+            transform("organize", excludeByName={}, indexByName={}, renameByName=rename),
+        ])
+        .override_by_name("iteration", props(custom__axisLabel="Iteration", decimals=0,
+                                             unit="none"))
+    )
+    if no_value:
+        p = p.no_value(no_value)
+    for ref, s in zip(REFS, series, strict=False):
+        p = p.with_target(query(s.expr, ref, instant=True)).override_by_name(
+            s.name, props(color=fixed(s.color)))
     return p
 
 
@@ -617,6 +703,8 @@ def dashboard(
 
 def status_section(t: Thresholds) -> Section:
     last_write = f"time() - max({sel('deepracer_model_last_update_timestamp_seconds')} > 0)"
+    plateau_completion = ('deepracer_model_plateau_iterations{model="$model", '
+                          f'phase="training", metric="completion", {JOB}}}')
     return "Status", [
         stat_panel(
             "Iteration",
@@ -629,12 +717,12 @@ def status_section(t: Thresholds) -> Section:
         ),
         stat_panel(
             "Training episodes",
-            "Training episodes written in the dashboard time range (all outcomes) and episodes "
-            "per iteration (all workers).",
+            "Training episodes of the model (all rounds, all outcomes), those of the latest "
+            "iteration so far and how many an iteration plays (all workers): fewer so far means "
+            "that iteration is still being played.",
             (4, 4),
-            [Value("sum(increase("
-                   f"{sel('deepracer_model_episodes_total', phase='training')}[$__range]))",
-                   "In range"),
+            [Value(f"sum({sel('deepracer_model_episodes_total', phase='training')})", "Total"),
+             Value(f"max({sel('deepracer_model_iteration_episodes')})", "This iteration"),
              Value(f"max({sel('deepracer_model_episodes_per_iteration')})", "Per iteration")],
             decimals=0,
         ),
@@ -642,14 +730,18 @@ def status_section(t: Thresholds) -> Section:
                  "min", "deepracer_model_best_lap_seconds", unit="s", decimals=3),
         stat_panel(
             "Since last update",
-            "Time since the newest TrainingMetrics object changed. Orange after "
-            f"{WARN_SECONDS // 60} min, red after {t.stall_seconds // 60} min (the "
-            "DeepRacerTrainingStalled threshold): training stalled, stopped or finished.",
+            "Time since the newest TrainingMetrics object changed. While the model trains: "
+            f"orange after {WARN_SECONDS // 60} min, red after {t.stall_seconds // 60} min (the "
+            "DeepRacerTrainingStalled threshold: stalled or stopped). A finished model is not "
+            "coloured: it is expected to stop writing.",
             (4, 4),
-            [Value(last_write)],
-            unit="s", decimals=0,
+            [Value(f'label_replace({last_write}, "state", "training", "", "") unless on () '
+                   f"(max({sel('deepracer_model_finished')}) == 1) or "
+                   f'(label_replace({last_write}, "state", "finished", "", "") and on () '
+                   f"(max({sel('deepracer_model_finished')}) == 1))")],
+            unit="s", decimals=0, text_mode=cm.BigValueTextMode.VALUE,
             thresholds=steps((None, "green"), (WARN_SECONDS, "orange"), (t.stall_seconds, "red")),
-        ),
+        ).override_by_regexp(".*finished.*", props(thresholds=steps((None, "text")).build())),
         stat_panel(
             "Training state",
             "Finished when the latest round reached term_cond_max_episodes.",
@@ -665,23 +757,31 @@ def status_section(t: Thresholds) -> Section:
             [Value(f"min({sel('deepracer_exporter_refresh_success')})", "Refresh",
                    {"mappings": OK_FAILING}),
              Value(f"sum(increase({sel('deepracer_exporter_refresh_errors_total')}[$__range]))",
-                   "Errors", {"thresholds": steps((None, "green"), (1, "red"))})],
+                   "Errors", {"thresholds": steps((None, "green"), (1, "orange"))})],
             decimals=0,
         ),
         by_phase("Rolling completion",
                  "Latest rolling mean (window rolling_window) of the per-iteration mean "
                  "completion.", (6, 4), "max", "deepracer_model_rolling_completion_ratio",
                  unit="percentunit", decimals=1,
-                 thresholds=steps((None, "red"), (0.5, "orange"), (0.9, "green"))),
+                 thresholds=steps((None, "text"), (0.9, "green"))),
         by_phase("Rolling reward", "Latest rolling mean of the per-iteration mean reward.",
                  (6, 4), "max", "deepracer_model_rolling_reward", decimals=1),
         stat_panel(
             "Iterations without improvement",
-            "Iterations since the rolling mean last reached a new maximum (a plateau). Red from "
-            f"{t.plateau_iterations}, the DeepRacerProgressPlateau threshold.",
+            "Finished iterations since the rolling mean last reached a new maximum (a plateau). "
+            "Training completion turns red from "
+            f"{t.plateau_iterations}, the DeepRacerProgressPlateau threshold; the others have "
+            "no alert behind them and are not coloured.",
             (6, 4),
-            [Value(f"max by (phase, metric) ({sel('deepracer_model_plateau_iterations')})")],
-            decimals=0, display="${__field.labels.phase} ${__field.labels.metric}",
+            [Value(f"max({plateau_completion})",
+                   "training completion"),
+             Value(f"max by (phase, metric) ({sel('deepracer_model_plateau_iterations')}) unless "
+                   "on (phase, metric) "
+                   f"{plateau_completion}",
+                   "${__field.labels.phase} ${__field.labels.metric}",
+                   {"thresholds": steps((None, "text"))})],
+            decimals=0,
             thresholds=steps((None, "green"), (t.plateau_iterations // 2, "orange"),
                              (t.plateau_iterations, "red")),
         ),
@@ -701,17 +801,23 @@ def console_section() -> Section:
             CONSOLE_CHART_TITLE,
             "The DeepRacer console's reward graph: average reward per training iteration (left "
             "axis) and average track completion of training and evaluation episodes (right "
-            "axis). Hover a point to see its round.",
+            "axis, fixed at 0-100 %). Hover a point to see its round. "
+            f"{UNFINISHED_TEXT}",
             (24, 9),
             [
                 Series(per_iter("deepracer_iteration_reward", phase="training", stat="mean"),
                        "Average reward (training)", "green", "points+lines"),
                 *(Series("100 * " + per_iter("deepracer_iteration_completion_ratio", phase=phase,
                                              stat="mean"),
-                         f"Average completion ({phase})", color, "points+lines", right=True)
-                  for phase, color in (("training", "blue"), ("evaluation", "red"))),
+                         f"Average completion ({phase})", PHASE_COLORS[phase], "points+lines",
+                         right=True)
+                  for phase in ("training", "evaluation")),
+                Series(unfinished(per_iter("deepracer_iteration_reward", phase="training",
+                                           stat="mean")),
+                       UNFINISHED_NAME, "text", "points"),
             ],
             unit="none", y_label="Reward", right_unit="percent", right_label="Completion",
+            right_range=(0, 100),
         )
     ]
 
@@ -723,16 +829,18 @@ def progress_section() -> Section:
                                 ("reward", "Reward", "none")):
         for phase, stats in PROGRESS_STATS.items():
             points = [Series(per_iter(f"deepracer_iteration_{metric}", phase=phase, stat=s), s,
-                             STAT_COLORS[s]) for s in stats]
+                             stat_color(phase, s)) for s in stats]
             rolling = per_iter(f"deepracer_iteration_rolling_{metric}", phase=phase, stat="mean")
             charts.append(
                 iteration_chart(
                     f"{label} per iteration ({phase})",
                     f"{label} of {phase} episodes per iteration: {', '.join(stats)} as points, "
                     "the rolling average of the mean (window rolling_window) as a line, like "
-                    "deepracer-utils plotProgress.",
+                    "deepracer-utils plotProgress. The iteration being played has no rolling "
+                    "value yet: its mean still moves.",
                     (12, 8),
-                    [*points, Series(rolling, "mean (rolling)", STAT_COLORS["mean"], "lines")],
+                    [*points, Series(rolling, "mean (rolling)", stat_color(phase, "mean"),
+                                     "lines")],
                     unit=unit,
                     y_label=label,
                 )
@@ -744,9 +852,9 @@ def laps_section() -> Section:
     laps = [
         Series(per_iter("deepracer_iteration_lap_seconds", phase=phase, stat=st),
                f"{'best' if st == 'min' else 'mean'} lap ({phase})", color, show)
-        for phase, colors in (("training", ("blue", "light-blue")),
-                              ("evaluation", ("red", "light-red")))
-        for st, color, show in (("min", colors[0], "points+lines"), ("mean", colors[1], "points"))
+        for phase in ("training", "evaluation")
+        for st, color, show in (("min", stat_color(phase, "mean"), "points+lines"),
+                                ("mean", stat_color(phase, "median"), "points"))
     ]
     columns = {"phase": "Phase", "rank": "Rank", "Value": "Lap time", "round": "Round",
                "iteration": "Iteration", "episode": "Episode", "worker": "Worker"}
@@ -768,9 +876,9 @@ def laps_section() -> Section:
         .sort_by([cb.TableSortByFieldState().display_name("Lap time").desc(False)])
     )
     completed = [
-        Series(per_iter("deepracer_iteration_completed_ratio", phase=phase), phase, color,
-               "points+lines")
-        for phase, color in (("training", "blue"), ("evaluation", "red"))
+        Series(per_iter("deepracer_iteration_completed_ratio", phase=phase), phase,
+               PHASE_COLORS[phase], "points+lines")
+        for phase in ("training", "evaluation")
     ]
     return "Lap times", [
         iteration_chart(
@@ -812,7 +920,7 @@ def evaluation_section(t: Thresholds) -> Section:
         Value(f"max by (run) ({sel(ev + 'completed_laps')})", "Completed laps", {"decimals": 0}),
         Value(f"max by (run) ({sel(ev + 'completion_ratio')})", "Completion",
               {"unit": "percentunit", "decimals": 1, "custom.cellOptions": {"type": "color-text"},
-               "thresholds": steps((None, "red"), (0.5, "orange"), (1, "green"))}),
+               "thresholds": steps((None, "text"), (1, "green"))}),
         Value(f"max by (run) ({sel(ev + 'lap_seconds', stat='mean')})", "Mean lap", lap),
         Value(f"max by (run) ({sel(ev + 'lap_seconds', stat='min')})", "Best lap", lap),
         *(Value(f"sum by (run) ({sel(ev + 'resets', reason=reason)})", title, {"decimals": 0})
@@ -830,9 +938,12 @@ def evaluation_section(t: Thresholds) -> Section:
         joined_table(
             "Evaluation runs",
             "One row per evaluation run (metrics/evaluation/*.json, the latest "
-            "max_evaluation_runs): start time (from the file name; DRfC writes local time, "
-            "shown as if UTC), trials, completed laps, mean completion, mean and best lap time "
-            "of the completed laps, resets by cause, and the simulator's step time (mean, p95; "
+            "max_evaluation_runs): start time (from the file name: deepracer-for-cloud writes "
+            "its host's local time and no zone, so the time is shown as written, as if UTC; "
+            "console and DeepRacer-on-AWS names are UTC), trials, completed laps, mean "
+            "completion, mean and best lap time of the completed laps (the simulator's elapsed "
+            "time: it includes time lost to resets and off-track penalties), resets by cause, "
+            "and the simulator's step time (mean, p95; "
             f"target {STEP_TARGET_TEXT}) and real-time factor during the run, from its simtrace "
             f"('{NO_SIMTRACE}' where the run has none; red past the DeepRacerSimulatorSlow "
             "thresholds: then the lap times are not what the car would drive). Newest first.",
@@ -920,11 +1031,6 @@ def outcomes_section() -> Section:
     ]
 
 
-def level(expr: str, value: float | str) -> str:
-    """A horizontal line on an iteration chart: `value` at every iteration `expr` has."""
-    return f"0 * {expr} + {value}"
-
-
 def simulator_section(t: Thresholds) -> Section:
     """Simulator health from simtrace (issue 13): step time against the 15 Hz target, the
     real-time factor and where an iteration's wall-clock time goes. The alert's thresholds are
@@ -939,23 +1045,20 @@ def simulator_section(t: Thresholds) -> Section:
     wall_clock = ("Only from simulators that write simtrace's wall_clock column "
                   f"('{NO_WALL_CLOCK}' otherwise).")
     return "Simulator (simtrace)", [
-        iteration_chart(
+        trend_chart(
             "Step time per iteration",
             "Simulated time between two steps of an episode, mean and p95 of each iteration "
             "(simtrace, all workers merged). The car should act 15 times per simulated second: "
-            f"the green line is that target, {STEP_TARGET_TEXT} (1/15 s). The red and orange lines "
-            f"are the DeepRacerSimulatorSlow thresholds: p95 over {p95_ms} or mean over "
-            f"{mean_ms} (the log-analysis notebook's limits) for 30 minutes. {missing}",
+            f"the green dashed line is that target, {STEP_TARGET_TEXT} (1/15 s). The red and "
+            f"dark red dashed lines are the DeepRacerSimulatorSlow thresholds: p95 over {p95_ms} "
+            f"or mean over {mean_ms} (the log-analysis notebook's limits) for 30 minutes. "
+            f"{missing}",
             (16, 8),
-            [Series(per_iter_unrounded(step, stat="mean"), "mean", "blue", "points+lines"),
-             Series(per_iter_unrounded(step, stat="p95"), "p95", "purple", "points+lines"),
-             Series(level(per_iter_unrounded(step, stat="mean"), STEP_TARGET),
-                    f"target {STEP_TARGET_TEXT} (15 steps/s)", "green", "lines"),
-             Series(level(per_iter_unrounded(step, stat="p95"), f"{t.step_p95_seconds:g}"),
-                    f"alert: p95 over {p95_ms}", "red", "lines"),
-             Series(level(per_iter_unrounded(step, stat="mean"), f"{t.step_mean_seconds:g}"),
-                    f"alert: mean over {mean_ms}", "orange", "lines")],
+            [Series(per_iter_unrounded(step, stat="mean"), "mean", "blue"),
+             Series(per_iter_unrounded(step, stat="p95"), "p95", "purple")],
             unit="s", y_label="Step time", no_value=NO_SIMTRACE,
+            lines=steps((None, "transparent"), (STEP_TARGET_SECONDS, "green"),
+                        (t.step_mean_seconds, "dark-red"), (t.step_p95_seconds, "red")),
         ),
         stat_panel(
             "Step time (latest iteration)",
@@ -984,18 +1087,16 @@ def simulator_section(t: Thresholds) -> Section:
             decimals=2, no_value=NO_WALL_CLOCK,
             thresholds=steps((None, "red"), (t.real_time_factor, "green")),
         ),
-        iteration_chart(
+        trend_chart(
             "Real-time factor per iteration",
             "Simulated seconds per wall-clock second of each iteration (mean over the workers). "
-            "The green line is real time (1); under the red line "
+            "The green dashed line is real time (1); under the red one "
             f"({t.real_time_factor:g}, the DeepRacerSimulatorSlow threshold) the host cannot keep "
             f"up and training crawls. {wall_clock}",
             (12, 8),
-            [Series(rtf, "real-time factor", "blue", "points+lines"),
-             Series(level(rtf, 1), "real time", "green", "lines"),
-             Series(level(rtf, f"{t.real_time_factor:g}"),
-                    f"alert: under {t.real_time_factor:g}", "red", "lines")],
+            [Series(rtf, "real-time factor", "blue")],
             unit="none", y_label="Real-time factor", no_value=NO_WALL_CLOCK,
+            lines=steps((None, "transparent"), (t.real_time_factor, "red"), (1, "green")),
         ),
         iteration_chart(
             "Training and policy time per iteration",
@@ -1016,63 +1117,127 @@ def simulator_section(t: Thresholds) -> Section:
     ]
 
 
-PUSH_NOTE = f"""These panels need deepracer-for-cloud's **metrics push**: the trainer's entropy, KL
-divergence and surrogate loss never reach S3. The exporter listens for it when configured:
+def analysis_section() -> Section:
+    """Training analysis from simtrace (issue 28), as deepracer-utils' analysis notebook shows it
+    after the fact: projected lap time, speed and distance per iteration, the latest actions."""
+    projected = "deepracer_iteration_projected_lap_seconds"
+    speed = per_iter_unrounded("deepracer_iteration_speed_meters_per_second")
+    distance = per_iter_unrounded("deepracer_iteration_distance_meters")
+    missing = (f"'{NO_SIMTRACE}': the model has no simtrace files (older layouts, console "
+               "exports without them) or is idle (history_max_age).")
+    actions = (
+        common(barchart.Panel(), "Action usage (latest iteration)",
+               "Share of the latest simtrace iteration's steps taken with each action, named "
+               "'steering angle (degrees) | speed (m/s)' from model_metadata.json (a continuous "
+               "action space: steering x speed cells). One bar near 100 % means the policy "
+               "collapsed onto one action; the model page shows how the shares change over "
+               f"iterations. {missing}", (8, 8))
+        .unit("percentunit").decimals(0).min(0).max(1).no_value(NO_SIMTRACE)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("blue"))
+        .with_target(query("label_join(max by (steering_angle, speed) "
+                           f"({sel('deepracer_model_action_ratio')}), "
+                           '"cell", " | ", "steering_angle", "speed")', "A", instant=True))
+        .transformations([
+            transform("organize", excludeByName={"Time": True, "steering_angle": True,
+                                                 "speed": True},
+                      indexByName={}, renameByName={"cell": "steering | speed",
+                                                    "Value": "share"}),
+        ])
+        .x_field("steering | speed")
+        .fill_opacity(80).line_width(0).gradient_mode(cm.GraphGradientMode.NONE)
+        .axis_placement(cm.AxisPlacement.AUTO).axis_label("Share of steps")
+        .orientation(cm.VizOrientation.HORIZONTAL).show_value(cm.VisibilityMode.AUTO)
+        .legend(legend()).tooltip(tooltip(cm.TooltipDisplayMode.SINGLE))
+    )
+    return "Training analysis (simtrace)", [
+        iteration_chart(
+            "Projected lap time per iteration",
+            "Each training episode's time scaled to a full lap (time x 100 / progress, "
+            "simulation_agg's time_if_complete): the fastest and the median episode of each "
+            "iteration. A lap time to expect before laps complete; falling means the car gets "
+            f"faster where it drives. {missing}",
+            (8, 8),
+            [Series(per_iter_unrounded(projected, stat="min"), "fastest episode", "green",
+                    "points+lines"),
+             Series(per_iter_unrounded(projected, stat="median"), "median episode", "blue",
+                    "points+lines")],
+            unit="s", y_label="Projected lap time", no_value=NO_SIMTRACE,
+        ),
+        iteration_chart(
+            "Speed and distance per iteration",
+            "Mean speed decision of the iteration's training episodes (left) and the distance "
+            "an episode drove (right). Speed rising while completion holds: the car learns to "
+            f"go faster. {missing}",
+            (8, 8),
+            [Series(speed, "mean speed", "blue", "points+lines"),
+             Series(distance, "distance per episode", "purple", "points+lines", right=True)],
+            unit="velocityms", y_label="Speed", right_unit="lengthm", right_label="Distance",
+            no_value=NO_SIMTRACE,
+        ),
+        actions,
+    ]
+
+
+POLICY_NOTE = f"""Entropy, KL divergence and the surrogate loss never reach S3: the trainer prints
+them (`Policy training>` lines). Where the exporter takes them from:
+
+- **deepracer-for-cloud, any version**: the SageMaker container's log, through the Docker socket
+  (mounted read-only; the DRfC compose variant does both):
 
 ```yaml
-telegraf:
-  listen: "0.0.0.0:8092"
+docker:
+  socket: /var/run/docker.sock
 ```
 
-and DRfC sends it (UDP, InfluxDB line protocol) when its `system.env` has
+- **DRfC with simapp 5.3.x**: also its UDP push, with `telegraf: {{listen: "0.0.0.0:8092"}}` and
+  `DR_TELEGRAF_HOST`, `DR_TELEGRAF_PORT=8092` in DRfC's `system.env` (simapp 6 pushes none).
+- **Console or DeepRacer on AWS logs downloaded**: nothing to set; the export's training log is
+  read.
+- **DeepRacer on AWS while it trains**: `cloudwatch: {{log_group: ...}}`.
 
-```sh
-DR_TELEGRAF_HOST=<exporter host or compose service>
-DR_TELEGRAF_PORT=8092
-```
-
-Restart the exporter, then the training. Until data arrives the panels show
-"{NO_PUSH}"."""
+Which applies to which version: docs/compose.md. Until data arrives the panels show
+"{NO_POLICY}"."""
 
 
 def policy_section() -> Section:
-    """Policy training from DRfC's metrics push (issue 17): entropy against iteration beside
-    reward, the latest epoch's figures, and how to turn the push on."""
+    """Policy training from the trainer's output (issues 17, 25): entropy against iteration
+    beside reward, the latest epoch's figures, and where the figures come from."""
     entropy = per_iter_unrounded("deepracer_iteration_policy_entropy")
     reward = per_iter("deepracer_iteration_reward", phase="training", stat="mean")
     latest = [("Entropy", "deepracer_policy_entropy"),
               ("KL divergence", "deepracer_policy_kl_divergence"),
               ("Surrogate loss", "deepracer_policy_surrogate_loss")]
-    return "Policy training (DRfC metrics push)", [
+    return "Policy training (trainer)", [
         iteration_chart(
             "Policy entropy per iteration",
             "Mean entropy of the policy update after each training iteration (the trainer's "
-            "epochs, pushed by DRfC), and the average training reward of the same iterations "
+            "epochs), and the average training reward of the same iterations "
             "(right axis). Entropy should fall steadily while the policy learns; a collapse to "
             "near 0 early, or a rise, means trouble (learning rate, beta_entropy). "
-            f"'{NO_PUSH}': no push reaches the exporter for this model (see the note).",
+            f"'{NO_POLICY}': no trainer log or push reaches the exporter for this model (see the "
+            "note).",
             (12, 8),
             [Series(entropy, "entropy", "purple", "points+lines"),
              Series(f"{reward} and on (iteration) {entropy}", "Average reward (training)",
                     "green", "points+lines", right=True)],
             unit="none", y_label="Entropy", right_unit="short", right_label="Reward",
-            no_value=NO_PUSH,
+            no_value=NO_POLICY,
         ),
         stat_panel(
             "Policy (latest epoch)",
             "Entropy, KL divergence between the old and the new policy, and PPO surrogate loss "
-            "of the latest policy-training epoch the trainer pushed, and how long ago it arrived. "
-            f"'{NO_PUSH}': see the note.",
+            "of the latest policy-training epoch the trainer printed or pushed, and how long ago "
+            f"it arrived. '{NO_POLICY}': see the note.",
             (6, 8),
             [*(Value(f"max({sel(metric)})", title) for title, metric in latest),
              Value(f"time() - max({sel('deepracer_policy_last_epoch_timestamp_seconds')})",
                    "received ago", {"unit": "s", "decimals": 0})],
-            no_value=NO_PUSH,
+            no_value=NO_POLICY,
         ),
         text_panel(
-            "Policy metrics: turning the push on",
-            "How to send deepracer-for-cloud's policy-training metrics to the exporter.",
-            (6, 8), PUSH_NOTE,
+            "Policy metrics: where they come from",
+            "Which source gives the trainer's policy figures for each kind of DeepRacer training.",
+            (6, 8), POLICY_NOTE,
         ),
     ]
 
@@ -1149,16 +1314,28 @@ def activity_section() -> Section:
         ),
         timeseries_panel(
             "Exporter requests",
-            "Object GETs per second by result (downloaded, tail, or not_modified thanks to the "
-            "ETag), downloaded bytes per second, and the refresh duration.",
+            "Object GETs per second by result: downloaded, tail (a grown object read from "
+            "where it was), or not_modified thanks to the ETag.",
             (8, 7),
             [("sum by (result) (rate("
               f"{sel('deepracer_exporter_object_requests_total')}[$__rate_interval]))",
-              "GET {{result}}"),
-             (f"sum(rate({sel('deepracer_exporter_downloaded_bytes_total')}[$__rate_interval]))",
-              "downloaded"),
-             (f"max({sel('deepracer_exporter_refresh_duration_seconds')})", "refresh duration")],
-            unit="reqps", units={"B": "Bps", "C": "s"},
+              "GET {{result}}")],
+            unit="reqps",
+        ),
+        timeseries_panel(
+            "Exporter downloads",
+            "Bytes per second the exporter downloads for this model.",
+            (12, 7),
+            [(f"sum(rate({sel('deepracer_exporter_downloaded_bytes_total')}[$__rate_interval]))",
+              "downloaded")],
+            unit="Bps",
+        ),
+        timeseries_panel(
+            "Refresh duration",
+            "How long the exporter's latest refresh of this model took.",
+            (12, 7),
+            [(f"max({sel('deepracer_exporter_refresh_duration_seconds')})", "refresh duration")],
+            unit="s",
         ),
     ]
 
@@ -1171,6 +1348,7 @@ def training_dashboard(t: Thresholds) -> dm.Dashboard:
         "episode outcomes, exporter health.",
         [status_section(t), console_section(), policy_section(), progress_section(),
          laps_section(), evaluation_section(t), outcomes_section(), simulator_section(t),
+         analysis_section(),
          model_section(), activity_section()],
         per_model=True,
         link=("All models", f"/d/{OVERVIEW_UID}"),
@@ -1208,10 +1386,7 @@ def overview_dashboard(t: Thresholds) -> dm.Dashboard:
           for phase in ("training", "evaluation")),
         col("max", "deepracer_model_rolling_reward", "Reward (training)", {"decimals": 1},
             phase="training"),
-        Value(since, "Since update",
-              {"unit": "s", "decimals": 0, "custom.cellOptions": {"type": "color-text"},
-               "thresholds": steps((None, "green"), (WARN_SECONDS, "orange"),
-                                   (t.stall_seconds, "red"))}),
+        Value(since, "Since update", {"unit": "s", "decimals": 0}),
         Value(f"({since} > bool {t.stall_seconds}) * ({since} <= bool {t.stall_window_seconds})"
               f" * on (model) {not_finished}", "Stalled",
               {"custom.cellOptions": {"type": "color-background"},
@@ -1229,14 +1404,17 @@ def overview_dashboard(t: Thresholds) -> dm.Dashboard:
     ]
     link = {
         "title": "Open ${__data.fields.model} in DeepRacer training",
-        "url": f"/d/{TRAINING_UID}/deepracer-training?var-model=${{__data.fields.model}}"
+        "url": f"/d/{TRAINING_UID}/deepracer-training?var-model="
+        "${__data.fields.model:percentencode}"
         "&${datasource:queryparam}&${job:queryparam}&${__url_time_range}",
         "targetBlank": False,
     }
     models = joined_table(
         "Models",
         "Every model the exporter watches, idle ones included (only current-state series are "
-        "queried). Click a model to open its training dashboard. Stalled: no new metrics for "
+        "queried). Click a model to open its training dashboard. Since update is not coloured: "
+        "a finished model stops writing too; Stalled carries the alert. Stalled: no new "
+        "metrics for "
         f"{t.stall_seconds // 60} min, written within the last {t.stall_window_seconds // 3600} h "
         "and not finished (as DeepRacerTrainingStalled). Completion and reward are rolling means "
         "at the latest iteration. Action space, actions (discrete) and speed range come from "
@@ -1286,11 +1464,40 @@ def overview_dashboard(t: Thresholds) -> dm.Dashboard:
     )
 
 
+def runbook_sections(doc: Path = ALERTS_DOC) -> list[tuple[str, str]]:
+    """(alert name, its section of docs/alerts.md without the heading), in the doc's order."""
+    parts = re.split(r"^## ", doc.read_text(), flags=re.M)[1:]
+    sections = [part.partition("\n") for part in parts]
+    return [(title.strip(), body.strip()) for title, _, body in sections
+            if title.startswith("DeepRacer")]
+
+
+def runbook_dashboard(doc: Path = ALERTS_DOC) -> dm.Dashboard:
+    """docs/alerts.md's section of each alert as a text panel (panel N = the Nth alert), so an
+    alert's runbook link resolves on the user's own Grafana: /d/deepracer-runbook?viewPanel=N."""
+    panels = [
+        text_panel(name, f"What {name} means and what to do (docs/alerts.md).",
+                   (24, min(4 + body.count("\n") // 2, 24)),
+                   # A link to another doc would resolve against Grafana: keep its text only.
+                   re.sub(r"\[([^]]+)\]\((?!https?:)[^)]*\)", r"\1", body))
+        for name, body in runbook_sections(doc)
+    ]
+    return dashboard(
+        RUNBOOK_UID,
+        "DeepRacer alert runbook",
+        "What each DeepRacer alert means and what to do; alerts link here (runbook_url).",
+        [("", panels)],
+        per_model=False,
+        link=("Overview", f"/d/{OVERVIEW_UID}"),
+    )
+
+
 def render(rules: Path = RULES) -> dict[str, str]:
     """File name -> JSON text, exactly as committed (with the thresholds of `rules`)."""
     t = rule_thresholds(rules)
     boards = {"deepracer-training.json": training_dashboard(t),
-              "deepracer-overview.json": overview_dashboard(t)}
+              "deepracer-overview.json": overview_dashboard(t),
+              "deepracer-runbook.json": runbook_dashboard()}
     return {name: json.dumps(b, cls=JSONEncoder, indent=2) + "\n" for name, b in boards.items()}
 
 

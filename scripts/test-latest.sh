@@ -29,4 +29,6 @@ for name, old, new in changed:
 if not changed:
     print("  none: the lock is the newest")
 PY
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+# The one test that pins the venv to the lock is the point of difference here, not a failure.
+"$venv/bin/python" -m pytest -q -p no:cacheprovider \
+  --deselect tests/test_lock.py::test_the_venv_running_the_tests_is_the_locked_test_set "$@"

@@ -11,7 +11,9 @@ query against a real Prometheus:
 skip it for a model that lacks it: `completed_lap` (lap metrics exist only after a completed lap),
 `evaluation` (evaluation episodes), `discover` (a `discover` entry in the exporter config),
 `history` (a range vector: at least two scrapes), `per_iteration` (deepracer_iteration_* series,
-which an idle model does not export), and for the files besides the training metrics:
+which an idle model does not export), `unfinished_iteration` (an iteration with fewer training
+episodes than an iteration plays, in a model still training), and for the files besides the
+training metrics:
 `evaluation_runs` (evaluation run files, `metrics/evaluation/*.json`), `evaluation_lap` (an
 evaluation run with a completed lap), `metadata` (`model/model_metadata.json`), `hyperparameters`
 (`ip/hyperparameters.json`), `checkpoints` (`model/deepracer_checkpoints.json`); and for the
@@ -38,10 +40,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_DIR = REPO_ROOT / "grafana"
 DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 PROVISIONING_DIR = GRAFANA_DIR / "provisioning"
-METRICS_DOC = REPO_ROOT / "README.md"
+METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 
 TRAINING_UID = "deepracer-training"
 OVERVIEW_UID = "deepracer-overview"
+RUNBOOK_UID = "deepracer-runbook"
 CONSOLE_CHART_TITLE = "Reward and completion (DeepRacer console)"
 # What `$job` becomes with the job variable's default, All (its allValue).
 ALL_JOBS = ".+"
@@ -118,6 +121,8 @@ def _requires(expr: str) -> frozenset[str]:
         need.add("history")
     if any(n.startswith("deepracer_iteration_") for n in names):
         need.add("per_iteration")
+    if "deepracer_model_episodes_per_iteration" in names and "group_left" in expr:
+        need.add("unfinished_iteration")  # only while an iteration lacks episodes
     for flag, families in FILE_REQUIREMENTS.items():
         if names & families:
             need.add(flag)
@@ -160,6 +165,10 @@ FILE_REQUIREMENTS: dict[str, frozenset[str]] = {
             "deepracer_model_step_mean_seconds",
             "deepracer_model_real_time_factor",
             "deepracer_model_simtrace_iteration",
+            "deepracer_iteration_speed_meters_per_second",
+            "deepracer_iteration_distance_meters",
+            "deepracer_iteration_projected_lap_seconds",
+            "deepracer_model_action_ratio",
         }
     ),
     "wall_clock": frozenset(
@@ -318,6 +327,6 @@ def metric_names(expr: str) -> set[str]:
 
 
 def documented_metrics() -> set[str]:
-    """Metric families named in the first column of the tables in README.md."""
+    """Metric families named in the first column of the tables in docs/metrics.md."""
     text = METRICS_DOC.read_text()
     return set(re.findall(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|", text, re.M))

@@ -1,6 +1,6 @@
-"""The metric catalogue (issue 14) and the per-iteration series it selects (issue 11): README
-generated from it, the exposition made of it, the reduced default set against the opt-in full
-set (today's golden), and the per-model series self-report."""
+"""The metric catalogue (issue 14) and the per-iteration series it selects (issue 11): the
+tables of docs/metrics.md generated from it, the exposition made of it, the reduced default set
+against the opt-in full set (today's golden), and the per-model series self-report."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from deepracer_exporter.exposition import Exposition
 from deepracer_exporter.snapshot import Snapshot
 from helpers import Samples, config_from, exporter_for, parse
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 FULL_GOLDEN = Path(__file__).parent / "golden" / "drfc1-full.prom"
 VOLATILE = ("deepracer_model_last_update_timestamp_seconds",
             "deepracer_exporter_last_refresh_success_timestamp_seconds",
@@ -37,12 +37,24 @@ AGREED = {
 }
 
 
-def test_readme_tables_are_generated_from_the_catalogue() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert catalogue.update_readme(text) == text, (
-        "README is stale: run python -m deepracer_exporter.catalogue README.md")
+def test_metric_tables_are_generated_from_the_catalogue() -> None:
+    text = METRICS_DOC.read_text(encoding="utf-8")
+    assert catalogue.update_generated(text) == text, (
+        "docs/metrics.md is stale: run python -m deepracer_exporter.catalogue docs/metrics.md")
     for f in FAMILIES:
         assert f"| `{f.name}` |" in text, f.name
+
+
+def test_meanings_keep_acronyms_and_names_capitalised() -> None:
+    """A meaning starts lower case, except an acronym or a name: "KL divergence", not "kL"."""
+    meanings = [line.rsplit(" | ", 1)[1] for line in METRICS_DOC.read_text().splitlines()
+                if line.startswith("| `deepracer_")]
+    assert len(meanings) == len(FAMILIES)
+    for meaning in meanings:
+        first = meaning.split(" ", 1)[0]
+        assert not (first[:1].islower() and first[1:2].isupper()), meaning
+        assert first != "unix", meaning
+    assert any(m.startswith("KL divergence") for m in meanings)
 
 
 def test_names_types_and_units_follow_the_conventions() -> None:
@@ -145,7 +157,10 @@ def test_full_set_is_todays_exposition(snapshot: Snapshot) -> None:
         # simulator health from the sample's simtrace (issue 13; no wall clock in it)
         "deepracer_iteration_step_seconds", "deepracer_model_step_p95_seconds",
         "deepracer_model_step_mean_seconds", "deepracer_model_simtrace_iteration",
-        "deepracer_evaluation_step_seconds"}
+        "deepracer_evaluation_step_seconds",
+        # training analysis from the same simtrace (issue 28)
+        "deepracer_iteration_speed_meters_per_second", "deepracer_iteration_distance_meters",
+        "deepracer_iteration_projected_lap_seconds", "deepracer_model_action_ratio"}
 
 
 def test_override_selects_exactly_the_stats_asked_for(snapshot: Snapshot) -> None:

@@ -54,10 +54,11 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 def test_check_config_valid_does_not_print_secrets(tmp_path: Path) -> None:
     path = write_config(tmp_path, "s3:\n  endpoint_url: http://minio:9000\n"
+                        "  access_key_id: ${TEST_KEY}\n"
                         "  secret_access_key: ${TEST_SECRET}\n"
                         "models: [{bucket: b, prefix: p}]\n")
     done = run("--config", str(path), "--check-config",
-               env={"TEST_SECRET": "very-secret-value-123"})
+               env={"TEST_KEY": "key-id", "TEST_SECRET": "very-secret-value-123"})
     assert done.returncode == 0, done.stderr
     assert "configuration is valid" in done.stdout
     assert "model p: s3://b rounds p" in done.stdout
@@ -250,3 +251,13 @@ def test_each_command_imports_only_what_it_needs(model_dir: Path, tmp_path: Path
     assert "deepracer_exporter.refresher" in once  # it did refresh
     assert not {m for m in once if m.startswith(("botocore", "boto3"))}
     assert not {"deepracer_exporter.server", "deepracer_exporter.webconfig"} & once
+
+
+def test_unknown_log_level_is_refused_before_anything_starts(model_dir: Path,
+                                                             tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"models: [{{directory: {model_dir}, prefix: drfc1}}]\n")
+    for command in (("--config", str(path), "--check-config"), ("demo",)):
+        done = run(*command, "--log-level", "chatty")
+        assert done.returncode == 2
+        assert "--log-level: invalid choice: 'chatty'" in done.stderr
+    assert run("--config", str(path), "--check-config", "--log-level", "DEBUG").returncode == 0

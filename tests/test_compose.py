@@ -31,11 +31,15 @@ EXPORTER_CONFIG_TARGET = "/etc/deepracer-exporter/config.yml"
 
 DEMO_SERVICES = {"minio", "minio-init", "trainer"}
 ALL_SERVICES = DEMO_SERVICES | {"exporter", "prometheus", "alertmanager", "grafana"}
+# What DRfC's activate.sh exports: with its minio (DR_CLOUD=local) ...
 DRFC_ENV = {
     "DR_LOCAL_ACCESS_KEY_ID": "drfc-key",
     "DR_LOCAL_SECRET_ACCESS_KEY": "drfc-secret",
     "DR_LOCAL_S3_BUCKET": "my-drfc-bucket",
+    "DR_MINIO_URL": "http://minio:9000",
 }
+# ... and on AWS with an instance role (DR_CLOUD=aws): no keys, no minio URL.
+DRFC_AWS_ENV = {"DR_LOCAL_S3_BUCKET": "aws-deepracer-123-local", "DR_AWS_APP_REGION": "eu-west-1"}
 # Variables the compose files read; scrubbed so a developer's shell cannot change the outcome.
 _SCRUB = ("DR_", "MINIO_", "GRAFANA_", "COMPOSE_", "DOCKER_")
 
@@ -81,6 +85,9 @@ def drfc_cfg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def any_cfg(request: pytest.FixtureRequest) -> dict[str, Any]:
     fixture: dict[str, Any] = request.getfixturevalue(f"{request.param}_cfg")
     return fixture
+
+
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -130,6 +137,8 @@ def test_default_stack_runs_every_service(default_cfg: dict[str, Any]) -> None:
 def test_bind_mounts_and_build_inputs_exist_in_repo(any_cfg: dict[str, Any]) -> None:
     for name, service in any_cfg["services"].items():
         for target, source in _bind_mounts(service).items():
+            if source == target == DOCKER_SOCKET:  # the DRfC variant's trainer-log source
+                continue
             src = Path(source).resolve()
             assert src.is_relative_to(REPO), f"{name}: {source} mounts a path outside the repo"
             assert src.exists(), f"{name}: bind-mount source {source} (-> {target}) is missing"
@@ -311,13 +320,47 @@ def test_drfc_variant_takes_drfcs_metrics_push_as_telegraf(drfc_cfg: dict[str, A
     assert config.telegraf_listen == ("0.0.0.0", 8092)
 
 
-def test_drfc_bucket_defaults_to_drfc_default(tmp_path: Path) -> None:
-    env = {k: v for k, v in DRFC_ENV.items() if k != "DR_LOCAL_S3_BUCKET"}
-    cfg = _rendered([COMPOSE, DRFC], env, tmp_path)
-    assert cfg["services"]["exporter"]["environment"]["DR_LOCAL_S3_BUCKET"] == "bucket"
+def test_drfc_on_aws_with_an_instance_role_reads_the_real_s3(tmp_path: Path) -> None:
+    """DR_CLOUD=aws with a role: activate.sh exports neither keys nor DR_MINIO_URL. The variant
+    starts, and the exporter's config leaves endpoint and credentials to botocore."""
+    from deepracer_exporter.config import load_config
+
+    exporter = _rendered([COMPOSE, DRFC], DRFC_AWS_ENV, tmp_path)["services"]["exporter"]
+    env = exporter["environment"]
+    assert not env["AWS_ACCESS_KEY_ID"] and not env["DR_LOCAL_ACCESS_KEY_ID"]
+    config = load_config(_bind_mounts(exporter)[EXPORTER_CONFIG_TARGET], env=env)
+    assert config.s3.endpoint_url is None  # the real S3
+    assert config.s3.region == "eu-west-1"
+    assert config.s3.access_key_id is None and config.s3.secret_access_key is None
+    assert [d.bucket for d in config.discover] == ["aws-deepracer-123-local"]
 
 
-def test_drfc_override_refuses_to_start_without_drfc_credentials(tmp_path: Path) -> None:
+def test_drfc_on_aws_finds_credentials_through_the_default_chain(
+        tmp_path: Path, samples: Path, s3: Any, bucket: str, s3_endpoint: str) -> None:
+    """`check` with the AWS variant's rendered environment: the credentials come from the chain
+    (a shared credentials file standing in for the instance role, which is the chain's last
+    link) and the endpoint from AWS_ENDPOINT_URL_S3, pointed at the test's S3 server."""
+    from conftest import upload_dir
+
+    exporter = _rendered([COMPOSE, DRFC], {**DRFC_AWS_ENV, "DR_LOCAL_S3_BUCKET": bucket},
+                         tmp_path)["services"]["exporter"]
+    upload_dir(s3, bucket, samples / "sample-drfc-1-logs", "rl-deepracer-sagemaker")
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = role-key\n"
+                           "aws_secret_access_key = role-secret\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DR_"))}
+    env.update({k: str(v) for k, v in exporter["environment"].items()})
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_CONFIG_FILE=os.devnull,
+               AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_EC2_METADATA_DISABLED="true")
+    done = subprocess.run([sys.executable, "-m", "deepracer_exporter.cli", "check", "--config",
+                           _bind_mounts(exporter)[EXPORTER_CONFIG_TARGET]], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "s3 endpoint AWS, credentials: ~/.aws/credentials" in done.stdout
+    assert f"model rl-deepracer-sagemaker (s3://{bucket}/rl-deepracer-sagemaker): ok" in done.stdout
+
+
+def test_drfc_override_refuses_to_start_without_activate(tmp_path: Path) -> None:
     proc = _compose_config([COMPOSE, DRFC], {}, tmp_path)
     assert proc.returncode != 0
     assert "activate.sh" in proc.stderr
@@ -354,6 +397,7 @@ def test_drfc_exporter_config_reads_drfc_variables() -> None:
     defaults = mod.load_config(path, env={"DR_LOCAL_ACCESS_KEY_ID": "k",
                                           "DR_LOCAL_SECRET_ACCESS_KEY": "s"})
     assert [d.bucket for d in defaults.discover] == ["bucket"]
+    assert defaults.s3.endpoint_url is None  # no DR_MINIO_URL: DRfC on AWS
     with pytest.raises(mod.ConfigInvalid, match="DR_LOCAL_ACCESS_KEY_ID"):
         mod.load_config(path, env={})
 
@@ -382,7 +426,8 @@ def test_grafana_provisioning_matches_the_mounts() -> None:
     assert paths and all(str(p).startswith("/var/lib/grafana/dashboards") for p in paths), paths
 
 
-def test_alertmanager_config_has_a_webhook_example() -> None:
+def test_alertmanager_routes_name_its_receivers_and_its_files_are_mounted(
+        default_cfg: dict[str, Any]) -> None:
     cfg = yaml.safe_load((REPO / "deploy" / "alertmanager.yml").read_text())
     receivers = {r["name"]: r for r in cfg["receivers"]}
 
@@ -392,15 +437,31 @@ def test_alertmanager_config_has_a_webhook_example() -> None:
             names |= used(sub)
         return names
 
-    assert used(cfg["route"]) <= set(receivers)
-    hooks = receivers["webhook"]["webhook_configs"]
-    assert hooks and all(h["url"].startswith(("http://", "https://")) for h in hooks)
+    assert used(cfg["route"]) == set(receivers)  # every receiver is reachable, none missing
+    binds = _bind_mounts(default_cfg["services"]["alertmanager"])
+    (template,) = cfg["templates"]
+    mounted = {target: Path(source) for target, source in binds.items()}
+    assert any(fnmatch.fnmatch(t, template) and s.is_file() for t, s in mounted.items())
+    secrets = {v for r in cfg["receivers"] for k, entries in r.items() if k.endswith("_configs")
+               for e in entries for f, v in e.items() if f.endswith("_file")}
+    folder = {str(Path(s).parent) for s in secrets}
+    assert len(folder) == 1 and Path(binds[folder.pop()]).resolve() == REPO / "deploy" / "secrets"
 
 
-def test_alertmanager_config_passes_amtool() -> None:
+def test_alertmanager_config_passes_amtool(tmp_path: Path) -> None:
+    """Checked as tests/test_notifications.py runs it: Debian's amtool 0.25 predates three
+    `*_file` secrets, which that test writes inline."""
+    from test_notifications import alertmanager_config
+
     amtool = require_tool("amtool", "prometheus-alertmanager")
-    proc = subprocess.run([amtool, "check-config", str(REPO / "deploy" / "alertmanager.yml")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    for name in ("discord_webhook_url", "telegram_bot_token", "slack_webhook_url",
+                 "smtp_password", "webhook_url"):
+        (tmp_path / name).write_text("http://127.0.0.1:9/secret\n")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(alertmanager_config(tmp_path, "http://127.0.0.1:9",
+                                                       "127.0.0.1:25")))
+    proc = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True,
+                          timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -489,3 +550,21 @@ def test_docker_build_context_has_what_the_dockerfile_copies() -> None:
         any((REPO / "exporter" / "deepracer_exporter").glob("*.py"))
     for secret in (".env", ".git/config", "tests/test_compose.py", "bench/x.py"):
         assert _dockerignored(secret, patterns), f"{secret} would be sent to the build context"
+
+
+def test_drfc_variant_follows_the_trainer_container_read_only(drfc_cfg: dict[str, Any]) -> None:
+    """The socket is mounted read-only into the exporter only, and the config follows DRfC's
+    SageMaker container (`<tmp>-algo-1-<id>`, what `dr-find-sagemaker` looks for)."""
+    for name, service in drfc_cfg["services"].items():
+        mounts = [v for v in service.get("volumes", []) if DOCKER_SOCKET in str(v)]
+        if name != "exporter":
+            assert not mounts, name
+            continue
+        assert len(mounts) == 1
+        mount = mounts[0]
+        assert (mount.get("read_only") if isinstance(mount, dict) else mount.endswith(":ro"))
+    config = _exporter_config_module().load_config(REPO / "deploy" / "exporter-drfc.yml",
+                                                   env=dict(DRFC_ENV))
+    assert config.docker is not None and config.docker.socket == DOCKER_SOCKET
+    assert re.search(config.docker.containers, "tmpq3x9ab1c-algo-1-xk2pz-1")
+    assert not re.search(config.docker.containers, "deepracer-0-robomaker-1")

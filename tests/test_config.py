@@ -8,6 +8,7 @@ a secret the file or its environment holds).
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from deepracer_exporter.parse import PHASES
 
 CONFIGS = Path(__file__).parent / "configs"
 INVALID = sorted((CONFIGS / "invalid").glob("*.yml"))
+UNSTARTABLE = sorted((CONFIGS / "unstartable").glob("*.yml"))
 
 
 def directives(path: Path, name: str) -> list[str]:
@@ -59,6 +61,57 @@ def test_invalid_config_names_file_key_and_fix(path: Path) -> None:
         assert fragment in message, message
     for secret in directives(path, "never"):
         assert secret not in message, message
+
+
+def check_config(path: Path, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deepracer_exporter.cli", "--config",
+                           str(path), "--check-config"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("path", UNSTARTABLE, ids=[p.stem for p in UNSTARTABLE])
+def test_check_config_finds_what_a_start_would_fail_on(path: Path) -> None:
+    """A file that parses but names a profile, directory or address the exporter cannot use
+    is not "valid": --check-config exits 2 naming the key, as for a syntax problem."""
+    env = dict(d.split("=", 1) for d in directives(path, "env"))
+    parse_config(path.read_text(), str(path), env=env)  # the file itself is fine
+    done = check_config(path, env)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith(f"{path}: the file is valid but the exporter would not start")
+    for fragment in expectations(path):
+        assert fragment in done.stderr, done.stderr
+    for secret in directives(path, "never"):
+        assert secret not in done.stdout + done.stderr
+    assert "configuration is valid" not in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root reads any directory")
+def test_check_config_finds_an_unreadable_directory(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0)
+    path = tmp_path / "config.yml"
+    path.write_text(f"models: [{{directory: {logs}, prefix: m}}]\n")
+    done = check_config(path)
+    assert done.returncode == 2
+    assert f"models[0].directory: directory {logs} cannot be read by this user" in done.stderr
+
+
+def test_check_config_notes_a_port_in_use_without_failing(tmp_path: Path) -> None:
+    """A file checked before a reload names the port the running exporter holds: noted, not
+    an error."""
+    import socket
+
+    (tmp_path / "logs").mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        path = tmp_path / "config.yml"
+        path.write_text(f"listen: 127.0.0.1:{port}\n"
+                        f"models: [{{directory: {tmp_path / 'logs'}, prefix: m}}]\n")
+        done = check_config(path)
+    assert done.returncode == 0, done.stderr
+    assert f"note: port {port} is in use now" in done.stdout
 
 
 def test_every_error_is_reported_at_once() -> None:
@@ -230,11 +283,11 @@ def test_check_config_does_not_print_endpoint_userinfo(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in done.stdout + done.stderr
 
 
-README = Path(__file__).parents[1] / "README.md"
+CONFIGURATION_DOC = Path(__file__).parents[1] / "docs" / "configuration.md"
 
 
-def test_readme_configuration_shows_every_key_with_its_default() -> None:
-    text = README.read_text()
+def test_configuration_doc_shows_every_key_with_its_default() -> None:
+    text = CONFIGURATION_DOC.read_text()
     start = text.index("```yaml", text.index("## Configuration"))
     block = text[start:text.index("```\n", start + 7)]
     for name, written, _ in reference():

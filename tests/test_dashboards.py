@@ -119,7 +119,7 @@ def test_committed_json_is_generator_output() -> None:
 def test_uids_fixed_and_unique() -> None:
     files = sorted(dash.DASHBOARD_DIR.glob("*.json"))
     assert len(files) == len(BOARDS), "two dashboards share a uid"
-    assert set(BOARDS) == {dash.TRAINING_UID, dash.OVERVIEW_UID}
+    assert set(BOARDS) == {dash.TRAINING_UID, dash.OVERVIEW_UID, dash.RUNBOOK_UID}
     titles = [b["title"] for b in BOARDS.values()]
     assert len(set(titles)) == len(titles)
     for board in BOARDS.values():
@@ -308,7 +308,10 @@ def test_promtool_accepts_every_expression(tmp_path: Path) -> None:
 
 
 def _per_iteration_panels() -> list[tuple[str, dict[str, Any]]]:
-    return [(uid, p) for uid, p in _panels() if p["type"] in {"xychart", "trend", "barchart"}]
+    """Charts over iterations: every XY, trend and bar chart but those of the latest iteration
+    alone (a bar per action)."""
+    return [(uid, p) for uid, p in _panels() if p["type"] in {"xychart", "trend", "barchart"}
+            and not p["title"].endswith("(latest iteration)")]
 
 
 def _transformation(panel: dict[str, Any], tid: str) -> dict[str, Any]:
@@ -394,7 +397,9 @@ def test_console_chart() -> None:
     assert "console" in panel["title"].lower()
     assert panel["type"] == "xychart"
     refs = {t["refId"]: t["expr"] for t in panel["targets"]}
-    assert set(refs) == set(dash.CONSOLE_CHART_SERIES)
+    # the console's three series, and the unfinished iteration's reward apart (issue 27)
+    assert set(refs) == set(dash.CONSOLE_CHART_SERIES) | {"D"}
+    assert refs["D"].startswith(refs["A"] + " and ")
     props = {
         o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
         for o in panel["fieldConfig"]["overrides"]
@@ -416,6 +421,7 @@ def test_console_chart() -> None:
             assert refs[ref].startswith("100 * ")
             assert props[ref]["custom.axisPlacement"] == "right"
             assert props[ref]["unit"] == "percent"
+            assert (props[ref]["min"], props[ref]["max"]) == (0, 100)  # fixed, like the console
     queries = dash.console_chart_queries("m1")
     assert set(queries) == {"train_reward", "train_completion", "eval_completion"}
     assert all('model="m1"' in e for e in queries.values())
@@ -462,7 +468,8 @@ def test_overview_table_links_to_the_training_dashboard() -> None:
     ]
     assert links
     assert links[0]["url"].startswith(f"/d/{dash.TRAINING_UID}")
-    assert "var-model=${__data.fields.model}" in links[0]["url"]
+    # url-encoded: a model name may hold &, # or spaces
+    assert "var-model=${__data.fields.model:percentencode}&" in links[0]["url"]
     # The chosen datasource and jobs go along (the training dashboard has the same variables).
     assert "${datasource:queryparam}" in links[0]["url"]
     assert "${job:queryparam}" in links[0]["url"]
@@ -500,6 +507,19 @@ def _grouping(expr: str) -> set[str]:
     return {x.strip() for x in found.group(1).split(",")} if found else set()
 
 
+def _first_aggregated(expr: str) -> str:
+    """What the outermost `by (...)` aggregates (the whole expression if none)."""
+    found = re.search(r"\bby\s*\([^)]*\)\s*\(", expr)
+    if not found:
+        return expr
+    depth, start = 1, found.end()
+    for i in range(start, len(expr)):
+        depth += {"(": 1, ")": -1}.get(expr[i], 0)
+        if depth == 0:
+            return expr[start:i]
+    return expr[start:]
+
+
 def _join_key(panel: dict[str, Any]) -> str:
     return str(_transformation(panel, "joinByField")["byField"])
 
@@ -529,7 +549,8 @@ def _joined_tables() -> list[tuple[str, dict[str, Any]]]:
     return [
         (uid, p)
         for uid, p in _panels()
-        if any(t["id"] == "joinByField" for t in p.get("transformations", []))
+        if p["type"] == "table"
+        and any(t["id"] == "joinByField" for t in p.get("transformations", []))
     ]
 
 
@@ -711,6 +732,22 @@ def _exprs_by_name(panel: dict[str, Any]) -> dict[str, str]:
     return {name: by_ref[ref] for ref, name in _stat_titles(panel).items()}
 
 
+def _trend_series(panel: dict[str, Any]) -> dict[str, str]:
+    """Series name -> expression of a trend chart (its frames joined, then renamed)."""
+    assert panel["type"] == "trend", panel["title"]
+    names = _display_names(panel)
+    return {names[f"Value #{t['refId']}"]: t["expr"] for t in panel["targets"]}
+
+
+def _lines(panel: dict[str, Any]) -> list[dict[str, Any]]:
+    """The threshold lines of a chart (the base step draws nothing)."""
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] in ("line", "dashed"), panel["title"]
+    base, *lines = defaults["thresholds"]["steps"]
+    assert base["value"] is None and base["color"] == "transparent", panel["title"]
+    return list(lines)
+
+
 def test_simulator_row() -> None:
     """Issue 13: step time against the 15 Hz target, real-time factor, training vs policy time,
     latest-iteration stats; "No simtrace" instead of an empty panel."""
@@ -720,14 +757,13 @@ def test_simulator_row() -> None:
                             "Real-time factor (latest iteration)",
                             "Real-time factor per iteration",
                             "Training and policy time per iteration"]
-    step = _exprs_by_name(panels["Step time per iteration"])
+    chart = panels["Step time per iteration"]
+    step = _trend_series(chart)
     assert 'deepracer_iteration_step_seconds{model="$model", stat="mean",' in step["mean"]
     assert 'deepracer_iteration_step_seconds{model="$model", stat="p95",' in step["p95"]
-    # The target: 15 steps per simulated second, a line at every iteration with a step time.
-    target = step["target 66.7 ms (15 steps/s)"]
-    assert target.startswith("0 * max by (iteration) (deepracer_iteration_step_seconds{")
-    assert target.endswith(" + 1 / 15")
-    assert panels["Step time per iteration"]["fieldConfig"]["defaults"]["unit"] == "s"
+    # The target: 15 steps per simulated second, a green threshold line.
+    assert {"value": 1 / 15, "color": "green"} in _lines(chart)
+    assert chart["fieldConfig"]["defaults"]["unit"] == "s"
 
     latest = panels["Step time (latest iteration)"]
     exprs = " ".join(t["expr"] for t in latest["targets"])
@@ -736,8 +772,10 @@ def test_simulator_row() -> None:
         assert metric in exprs, metric
     rtf = panels["Real-time factor (latest iteration)"]
     assert "deepracer_model_real_time_factor{" in rtf["targets"][0]["expr"]
-    assert "deepracer_iteration_real_time_factor{" in " ".join(
-        _exprs_by_name(panels["Real-time factor per iteration"]).values())
+    rtf_chart = panels["Real-time factor per iteration"]
+    assert "deepracer_iteration_real_time_factor{" in " ".join(_trend_series(rtf_chart).values())
+    assert {"value": 1, "color": "green"} in _lines(rtf_chart)
+
 
     timing = panels["Training and policy time per iteration"]
     series = _exprs_by_name(timing)
@@ -774,15 +812,16 @@ def test_simulator_stats_are_the_exported_ones() -> None:
 
 
 def test_policy_row() -> None:
-    """Issue 17: entropy per iteration beside the reward, right after the console chart; the
-    latest epoch; a note on DRfC's push; "No push configured" instead of an empty panel."""
+    """Issues 17, 25: entropy per iteration beside the reward, right after the console chart;
+    the latest epoch; a note on where the figures come from; "No policy data" instead of an
+    empty panel."""
     rows = _rows(BOARDS[dash.TRAINING_UID])
     titles = [title for title, _ in rows]
-    at = titles.index("Policy training (DRfC metrics push)")
+    at = titles.index("Policy training (trainer)")
     assert titles[at - 1] == "Training progress", "beside the console chart"
     panels = {p["title"]: p for p in rows[at][1]}
     assert list(panels) == ["Policy entropy per iteration", "Policy (latest epoch)",
-                            "Policy metrics: turning the push on"]
+                            "Policy metrics: where they come from"]
 
     chart = panels["Policy entropy per iteration"]
     assert chart["type"] == "xychart"
@@ -808,18 +847,23 @@ def test_policy_row() -> None:
                    "deepracer_policy_last_epoch_timestamp_seconds"):
         assert metric in exprs, metric
     for panel in (chart, latest):
-        assert panel["fieldConfig"]["defaults"]["noValue"] == "No push configured"
-        assert "No push configured" in panel["description"]
+        assert panel["fieldConfig"]["defaults"]["noValue"] == "No policy data"
+        assert "No policy data" in panel["description"]
 
-    note = panels["Policy metrics: turning the push on"]
+    note = panels["Policy metrics: where they come from"]
     assert note["type"] == "text" and note["options"]["mode"] == "markdown"
     content = note["options"]["content"]
     for needle in ("DR_TELEGRAF_HOST", "DR_TELEGRAF_PORT=8092", 'listen: "0.0.0.0:8092"',
-                   "system.env", "No push configured"):
+                   "system.env", "cloudwatch:", "simapp 6", "No policy data"):
         assert needle in content, needle
-    # The note's YAML is a valid exporter configuration key.
+    # The note's YAML is the exporter's docker section, as its configuration reads it.
     block = re.search(r"```yaml\n(.*?)```", content, re.S)
-    assert block and yaml.safe_load(block[1]) == {"telegraf": {"listen": "0.0.0.0:8092"}}
+    assert block and yaml.safe_load(block[1]) == {"docker": {"socket": "/var/run/docker.sock"}}
+    from deepracer_exporter.config import parse_config
+
+    config = parse_config(block[1] + "models:\n  - {name: m, directory: /tmp, prefix: m}\n",
+                          "note")
+    assert config.docker is not None and config.docker.socket == "/var/run/docker.sock"
 
 
 def test_requires_flags() -> None:
@@ -894,7 +938,7 @@ def test_label_matchers_select_real_series() -> None:
             )
             checked += 1
         for label in _grouping(q.expr) - {"model", "job", "instance"}:
-            for metric in dash.metric_names(q.expr) & set(series):
+            for metric in dash.metric_names(_first_aggregated(q.expr)) & set(series):
                 assert any(label in s for s in series[metric]), (q.panel_title, metric, label)
     # Every training dashboard query has a `model="$model"` selector; only checkpoints lack data.
     training = [q for q in QUERIES if q.dashboard_uid == dash.TRAINING_UID]
@@ -907,6 +951,7 @@ def test_label_matchers_select_real_series() -> None:
 VALID_UNITS = {
     "none", "short", "percent", "percentunit", "s", "ms", "m", "h", "d", "dtdurations",
     "dateTimeAsIso", "dateTimeFromNow", "bytes", "Bps", "reqps", "ops", "velocityms", "degree",
+    "lengthm",
 }  # fmt: skip
 QUANTITY_PANELS = {"stat", "timeseries", "table", "xychart", "barchart"}
 COUNTER = re.compile(r"[a-zA-Z_:][\w:]*_total\b")
@@ -941,11 +986,19 @@ def _strip_strings(expr: str) -> str:
     return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
 
 
+# A counter whose value is the training's own count, read from its files (it does not restart
+# with the exporter): "Training episodes" shows that total (issue 27), not an increase.
+COUNTER_TOTALS = {("Training episodes", 'sum(deepracer_model_episodes_total{model="$model", '
+                   'phase="training", job=~"$job"})')}
+
+
 def test_lint_counters_only_under_rate_or_increase() -> None:
     """target-counter-agg: a counter's raw value (episodes so far, errors so far) depends on
     when the exporter started; only its rate or increase means something on a chart."""
     counters = 0
     for uid, title, expr in _targets():
+        if (title, expr) in COUNTER_TOTALS:
+            continue
         text = _strip_strings(expr)
         for match in COUNTER.finditer(text):
             before, after = text[: match.start()], text[match.end() :]
@@ -1004,14 +1057,10 @@ def _after_red(steps: list[dict[str, Any]]) -> float:
     return float(steps[1]["value"])
 
 
-def _level(panel: dict[str, Any], name_prefix: str) -> float:
-    """The constant of the line series of an iteration chart whose name starts so."""
-    names = _stat_titles(panel)
-    (ref,) = [r for r, n in names.items() if n.startswith(name_prefix)]
-    expr = next(t["expr"] for t in panel["targets"] if t["refId"] == ref)
-    found = re.fullmatch(r"0 \* .* \+ ([\d.]+)", expr)
-    assert found, expr
-    return float(found[1])
+def _level(panel: dict[str, Any], color: str) -> float:
+    """The value of the chart's threshold line of that colour."""
+    (value,) = [float(line["value"]) for line in _lines(panel) if line["color"] == color]
+    return value
 
 
 def _simulator_thresholds(boards: dict[str, Any]) -> dict[str, float]:
@@ -1025,13 +1074,13 @@ def _simulator_thresholds(boards: dict[str, Any]) -> dict[str, float]:
     runs = training["Evaluation runs"]
     run_steps = {name: v["steps"] for name, v in _override_values(runs, "thresholds").items()}
     return {
-        "step chart p95": _level(chart, "alert: p95"),
-        "step chart mean": _level(chart, "alert: mean"),
+        "step chart p95": _level(chart, "red"),
+        "step chart mean": _level(chart, "dark-red"),
         "step stat p95": _red_step(stat_steps["p95"]),
         "step stat mean": _red_step(stat_steps["mean"]),
         "evaluation p95": _red_step(run_steps["p95 step"]),
         "evaluation mean": _red_step(run_steps["Mean step"]),
-        "rtf chart": _level(rtf_chart, "alert: under"),
+        "rtf chart": _level(rtf_chart, "red"),
         "rtf stat": _after_red(training["Real-time factor (latest iteration)"]["fieldConfig"]
                                ["defaults"]["thresholds"]["steps"]),
         "evaluation rtf": _after_red(run_steps["Real-time factor"]),
@@ -1044,15 +1093,11 @@ def _shown_thresholds(boards: dict[str, Any]) -> dict[str, Any]:
     models = next(p for p in dash.iter_panels(boards[dash.OVERVIEW_UID]) if p["title"] == "Models")
     names = _display_names(models)
     by_title = {names.get(f"Value #{t['refId']}"): t["expr"] for t in models["targets"]}
-    since = next(o for o in models["fieldConfig"]["overrides"]
-                 if o["matcher"]["options"] == "Since update")  # fmt: skip
     stalled = re.search(r"> bool (\d+)\) \* \(.* <= bool (\d+)\)", by_title["Stalled"])
     assert stalled, by_title["Stalled"]
     return {
         "since last update": _red_step(
             training["Since last update"]["fieldConfig"]["defaults"]["thresholds"]["steps"]),
-        "overview since update": _red_step(
-            next(p["value"] for p in since["properties"] if p["id"] == "thresholds")["steps"]),
         "overview stalled": int(stalled[1]),
         "overview stalled window": int(stalled[2]),
         "plateau": _red_step(training["Iterations without improvement"]["fieldConfig"]
@@ -1064,7 +1109,6 @@ def _shown_thresholds(boards: dict[str, Any]) -> dict[str, Any]:
 def _agrees(shown: dict[str, Any], rules: dict[str, float]) -> None:
     assert shown == {
         "since last update": rules["stall"],
-        "overview since update": rules["stall"],
         "overview stalled": rules["stall"],
         "overview stalled window": rules["window"],
         "plateau": rules["plateau"],
@@ -1087,10 +1131,8 @@ def test_dashboards_show_the_thresholds_of_the_alert_rules() -> None:
     _agrees(_shown_thresholds(BOARDS), rules)
     since = _training_panel("Since last update")["description"]
     assert f"red after {rules['stall'] // 60} min" in since
-    # The step chart names the thresholds in its legend and description, in milliseconds.
+    # The step chart names the thresholds in its description, in milliseconds.
     step = _training_panel("Step time per iteration")
-    names = set(_stat_titles(step).values())
-    assert {"alert: p95 over 90 ms", "alert: mean over 70 ms"} <= names
     assert "p95 over 90 ms or mean over 70 ms" in step["description"]
 
 
@@ -1156,3 +1198,124 @@ def test_overview_lists_idle_models() -> None:
         assert "per_iteration" not in q.requires, (q.panel_title, q.expr)
     training = [q for q in QUERIES if q.dashboard_uid == dash.TRAINING_UID]
     assert any("per_iteration" in q.requires for q in training)
+
+
+# --- lint: issue 27 (the live edge, colours, thresholds, links) ----------------------------------
+
+
+def _series_colors(panel: dict[str, Any]) -> dict[str, str]:
+    """refId -> fixed colour of a chart's query overrides."""
+    colors = {}
+    for o in panel.get("fieldConfig", {}).get("overrides", []):
+        if o["matcher"]["id"] != "byFrameRefID":
+            continue
+        for prop in o["properties"]:
+            if prop["id"] == "color" and prop["value"].get("mode") == "fixed":
+                colors[o["matcher"]["options"]] = prop["value"]["fixedColor"]
+    return colors
+
+
+def test_lint_one_colour_family_per_phase() -> None:
+    """Evaluation is orange on every chart and training never is (the console chart had it red
+    and the progress charts used orange for a training max)."""
+    checked = 0
+    for uid, panel in _panels():
+        colors = _series_colors(panel)
+        for t in panel.get("targets", []):
+            color = colors.get(t["refId"])
+            phases = set(re.findall(r'phase="(\w+)"', t.get("expr", "")))
+            if color is None or len(phases) != 1 or color == "text":
+                continue
+            (phase,) = phases
+            is_orange = color.endswith("orange")
+            assert is_orange == (phase == "evaluation"), (uid, panel["title"], t["refId"], color)
+            checked += 1
+    assert checked >= 15
+
+
+def test_lint_no_fake_threshold_series() -> None:
+    """Reference lines are thresholds, not `0 * x + c` series that show in legends and
+    tooltips."""
+    for q in QUERIES:
+        assert not re.search(r"\b0\s*\*", q.expr), (q.panel_title, q.expr)
+    lined = [p for _, p in _panels()
+             if p.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+             .get("thresholdsStyle", {}).get("mode") in ("line", "dashed")]
+    assert {p["title"] for p in lined} >= {"Step time per iteration",
+                                          "Real-time factor per iteration"}
+
+
+def test_lint_red_only_where_an_alert_fires() -> None:
+    """Red means an alert: thresholds turn red only at an alert rule's number, and value
+    mappings only for states an alert watches."""
+    rules = _rule_numbers(RULES.read_text())
+    alerting = {rules["stall"], rules["plateau"], rules["step p95"], rules["step mean"],
+                rules["rtf"]}  # a red line at the real-time factor's threshold
+    found = 0
+    for uid, panel in _panels():
+        steps_lists = []
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        if "thresholds" in defaults:
+            steps_lists.append(defaults["thresholds"]["steps"])
+        for o in panel.get("fieldConfig", {}).get("overrides", []):
+            for prop in o["properties"]:
+                if prop["id"] == "thresholds":
+                    steps_lists.append(prop["value"]["steps"])
+        for steps in steps_lists:
+            for i, step in enumerate(steps):
+                if step["color"] != "red":
+                    continue
+                found += 1
+                where = (uid, panel["title"], steps)
+                if step["value"] is None:  # red below: the real-time factor
+                    assert steps[i + 1]["value"] == rules["rtf"], where
+                elif panel["title"] == "Failing refreshes":  # DeepRacerExporterRefreshFailing
+                    assert step["value"] == 1, where
+                else:
+                    assert step["value"] in alerting, where
+        for o in [{"properties": [{"id": "mappings", "value": defaults.get("mappings", [])}]},
+                  *panel.get("fieldConfig", {}).get("overrides", [])]:
+            for prop in o["properties"]:
+                if prop["id"] != "mappings":
+                    continue
+                for mapping in prop["value"]:
+                    for result in mapping.get("options", {}).values():
+                        if result.get("color") == "red":
+                            assert result["text"] in ("FAILING", "STALLED"), (uid, result)
+    assert found >= 6
+
+
+def test_lint_finished_model_is_not_red() -> None:
+    """"Since last update" colours only a model still training; a finished one's series is
+    matched by its `state` label and shown without colour."""
+    panel = _training_panel("Since last update")
+    (target,) = panel["targets"]
+    assert '"state", "training"' in target["expr"] and '"state", "finished"' in target["expr"]
+    assert "deepracer_model_finished" in target["expr"]
+    finished = [o for o in panel["fieldConfig"]["overrides"]
+                if o["matcher"] == {"id": "byRegexp", "options": ".*finished.*"}]
+    (override,) = finished
+    (thresholds,) = [p["value"] for p in override["properties"] if p["id"] == "thresholds"]
+    assert [s["color"] for s in thresholds["steps"]] == ["text"]
+
+
+def test_lint_unfinished_iteration_apart_on_the_console_chart() -> None:
+    """The iteration being played is its own grey series; episodes total and this
+    iteration's episodes are on the status row."""
+    panel = dash.console_chart_panel(BOARDS)
+    refs = {t["refId"]: t["expr"] for t in panel["targets"]}
+    assert "deepracer_model_episodes_per_iteration" in refs["D"]
+    assert _series_colors(panel)["D"] == "text"
+    episodes = _exprs_by_name(_training_panel("Training episodes"))
+    assert "deepracer_model_iteration_episodes" in episodes["This iteration"]
+    assert "increase(" not in episodes["Total"]
+
+
+def test_lint_exporter_panels_one_unit_each() -> None:
+    """A chart's series share one unit (requests, bytes and seconds were on one axis)."""
+    for uid, panel in _panels():
+        if panel["type"] != "timeseries":
+            continue
+        units = {p["value"] for o in panel["fieldConfig"]["overrides"] for p in o["properties"]
+                 if p["id"] == "unit"}
+        assert not units - {panel["fieldConfig"]["defaults"]["unit"]}, (uid, panel["title"])

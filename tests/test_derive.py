@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -258,3 +259,47 @@ def test_unique_without_a_sort_equals_numpy(iters: list[int]) -> None:
     want_keys, want_inverse = np.unique(values, return_inverse=True)
     assert keys.tolist() == want_keys.tolist()
     assert inverse.tolist() == want_inverse.reshape(-1).tolist()
+
+
+def _peak_derive_bytes(cols: dict[int, Any], window: int) -> int:
+    tracemalloc.start()
+    try:
+        derive([RoundInput(cols, episodes_between_training=1)], rolling_window=window)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_rolling_window_does_not_multiply_memory() -> None:
+    """20,000 iterations (one episode each): a window of 1000 needs no more memory than one of
+    5 (issue 24: every window was materialised, ~700 MiB more)."""
+    cols = columns(generate_documents(TrainingSpec(episodes_between_training=1, seed=5), 20000))
+    small, large = _peak_derive_bytes(cols, 5), _peak_derive_bytes(cols, 1000)
+    assert large < 2 * small, (small, large)
+
+
+def test_unfinished_iteration_is_kept_out_of_rolling_means() -> None:
+    """6 of 10 episodes of iteration 4 played: its own stats are there, but no rolling mean
+    counts it, and the model-level rolling values and plateau are those of iteration 3."""
+    spec = TrainingSpec(episodes_between_training=10, seed=6)
+    done = derive([RoundInput(columns(generate_documents(spec, 40)), 10)])
+    live = derive([RoundInput(columns(generate_documents(spec, 46)), 10)])
+    assert done.unfinished_iteration == -1 and done.latest_iteration_episodes == 10
+    assert live.unfinished_iteration == 4 and live.latest_iteration_episodes == 6
+    last = [it for it in live.iterations if it.phase == "training"][-1]
+    assert last.iteration == 4 and last.episodes == 6 and not math.isnan(last.reward[0])
+    assert all(math.isnan(v) for v in (*last.rolling_reward, *last.rolling_completion))
+    assert live.rolling_reward == done.rolling_reward
+    assert live.rolling_completion == done.rolling_completion
+    assert live.plateau == done.plateau
+    same = [it for it in live.iterations if it.iteration < 4]
+    assert same == [it for it in done.iterations if it.iteration < 4]
+
+
+def test_a_finished_training_has_no_unfinished_iteration() -> None:
+    """The episode limit ends the training mid-iteration: that last iteration counts."""
+    spec = TrainingSpec(episodes_between_training=10, seed=6)
+    d = derive([RoundInput(columns(generate_documents(spec, 45)), 10, max_episodes=45)])
+    assert d.finished and d.unfinished_iteration == -1 and d.latest_iteration_episodes == 5
+    last = [it for it in d.iterations if it.phase == "training"][-1]
+    assert not math.isnan(last.rolling_reward[0])

@@ -450,6 +450,11 @@ def model_has(got: Samples, model: str) -> set[str]:
         has.add("evaluation")
     if pick(got, "deepracer_iteration_episodes", model=model):
         has.add("per_iteration")
+    if (pick(got, "deepracer_model_iteration_episodes", model=model)
+            and value(got, "deepracer_model_iteration_episodes", model=model)
+            < value(got, "deepracer_model_episodes_per_iteration", model=model)
+            and not value(got, "deepracer_model_finished", model=model)):
+        has.add("unfinished_iteration")
     if pick(got, "deepracer_model_best_lap_seconds", model=model, phase="evaluation"):
         has.add("completed_lap+evaluation")
     for flag, family in (("evaluation_runs", "deepracer_evaluation_runs"),
@@ -555,9 +560,12 @@ def test_recording_rules_see_exporter_series(stack: Stack, stall_run: StallRun) 
     assert set(active.values()) == {1.0}
 
 
-def expected_pending(got: Samples, active: set[str]) -> set[tuple[str, str]]:
-    """The alerts with long `for:` that the exposition should make pending, computed here."""
-    out = set()
+def expected_pending(got: Samples, active: set[str],
+                     turned_finished: set[str]) -> set[tuple[str, str]]:
+    """The alerts with long `for:` that the exposition should make pending, computed here;
+    `turned_finished`: models Prometheus saw go from training to finished."""
+    out = {("DeepRacerTrainingFinished", m) for m in turned_finished
+           if value(got, "deepracer_model_finished", model=m) == 1}
     for m in active:
         plateau = value(got, "deepracer_model_plateau_iterations", model=m, metric="completion",
                         phase="training")
@@ -582,7 +590,8 @@ def test_alerts_series_match_the_rules(stack: Stack, stall_run: StallRun) -> Non
     assert firing == {(STALLED, "stalling")}
     got = stack.metrics()
     active = set(by_model(stack.prom.query("model:deepracer_training_active")))
-    want = expected_pending(got, active)
+    turned = set(by_model(stack.prom.query("changes(deepracer_model_finished[1h]) > 0")))
+    want = expected_pending(got, active, turned)
     # the data is built so that these two at least are pending
     assert {("DeepRacerNoLapsCompleted", "nolaps"),
             ("DeepRacerCompletionCollapsed", "collapsed")} <= want, want

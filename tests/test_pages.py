@@ -22,13 +22,18 @@ from urllib.parse import quote
 
 import bcrypt
 import pytest
+import yaml
 
-from browser import Chromium, Element
+from browser import Chromium, Element, layout, parse_dom
 from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client
-from deepracer_exporter.pages import Pages
+from deepracer_exporter.derive import RoundInput, derive
+from deepracer_exporter.pages import STALL_SECONDS, STALL_WINDOW_SECONDS, Pages, charts_html
+from deepracer_exporter.parse import parse_document
+from deepracer_exporter.sidefiles import Checkpoint, Checkpoints
 from deepracer_exporter.simulate import (
     TrainingSimulator,
     TrainingSpec,
+    generate_documents,
     hyperparameters_key,
     key_for,
 )
@@ -71,10 +76,14 @@ class Training:
         for prefix, sim in self.sims.items():
             if only not in (None, prefix):
                 continue
-            sim.advance(iterations * sim.spec.episodes_between_training)
-            for worker in sorted(sim.take_changed()):
-                self.s3.put_object(Bucket=self.bucket, Key=key_for(prefix, worker),
-                                   Body=sim.document(worker))
+            self.advance_episodes(prefix, iterations * sim.spec.episodes_between_training)
+
+    def advance_episodes(self, prefix: str, episodes: int) -> None:
+        sim = self.sims[prefix]
+        sim.advance(episodes)
+        for worker in sorted(sim.take_changed()):
+            self.s3.put_object(Bucket=self.bucket, Key=key_for(prefix, worker),
+                               Body=sim.document(worker))
 
 
 def models_yaml(bucket: str, names: dict[str, str]) -> str:
@@ -171,14 +180,14 @@ def test_index_lists_the_models_with_links(running: tuple[Exporter, Training],
         link = cells[0].find("a")
         model = link.text
         assert link.attrs["href"] == f"/models/{model}"
-        assert int(cells[1].text) == value(samples, "deepracer_model_iteration", model=model)
-        assert int(cells[1].text) == training.sims[model].iterations - 1
-        best = value(samples, "deepracer_model_best_lap_seconds", model=model, phase="training")
-        assert cells[2].text == f"{best:.3f} s"
+        assert cells[1].text == "training" and cells[2].text == "ok"
+        assert int(cells[3].text) == value(samples, "deepracer_model_iteration", model=model)
+        assert int(cells[3].text) == training.sims[model].iterations - 1
         rolling = value(samples, "deepracer_model_rolling_completion_ratio", model=model,
                         phase="training")
         assert cells[4].text == f"{rolling * 100:.1f}%"
-        assert cells[6].text == "ok"
+        best = value(samples, "deepracer_model_best_lap_seconds", model=model, phase="training")
+        assert cells[5].text == f"{best:.3f}\u00a0s"
     assert {r.find_all("td")[0].text for r in rows} == set(SPECS)
     shot = tmp_path / "page-index.png"
     chromium.screenshot(url(exporter), shot, height=500)
@@ -199,7 +208,7 @@ def test_charts_plot_the_exported_values(model: str, running: tuple[Exporter, Tr
         exported_lap = value(samples, "deepracer_best_lap_seconds", model=model, phase=phase,
                              rank=rank, round=rnd, iteration=iteration, episode=episode,
                              worker=worker)
-        assert seconds == f"{exported_lap:.3f} s"
+        assert seconds == f"{exported_lap:.3f}\u00a0s"
     assert len(laps) == len(pick(samples, "deepracer_best_lap_seconds", model=model)) > 0
     if model == "pair":
         shot = tmp_path / "page-model.png"
@@ -322,16 +331,17 @@ def test_each_page_is_rendered_once_per_snapshot(running: tuple[Exporter, Traini
     first = exporter.refresher.refresh_once()
     page = pages.get(first, "/models/solo")
     assert page is not None and pages.get(first, "/models/solo") is page
-    charts = pages._charts["solo"][2]
+    charts = pages._cache._items[("charts", "solo")][1]
     training.advance(1, only="pair")
     second = exporter.refresher.refresh_once()
     again = pages.get(second, "/models/solo")
     assert again is not None and again is not page  # new snapshot: page rendered again ...
-    assert pages._charts["solo"][2] is charts  # ... around the same charts (data unchanged)
+    assert pages._cache._items[("charts", "solo")][1] is charts  # ... around the same charts
     assert pages.get(second, "/models/pair") is not None
-    assert pages._charts["pair"][0] is second.models[1].derived
+    assert pages._cache._items[("charts", "pair")][0][0] is second.models[1].derived
     assert pages.get(second, "/models/unknown") is pages.get(second, "/models/unknown2")
-    assert set(pages._rendered.pages) == {"solo", "pair"}  # 404s are not kept
+    assert {k for k in pages._cache._items if k[0] == "page"} == {
+        ("page", "solo"), ("page", "pair")}  # 404s are not kept
 
 
 def wrk_summary(output: str) -> dict[str, int]:
@@ -401,8 +411,10 @@ def test_real_sample_evaluation_runs_and_charts(s3: Any, bucket: str, s3_endpoin
         rows = dom.find("table", id="evaluations").find("tbody").find_all("tr")
         assert len(rows) == value(got, "deepracer_evaluation_runs", model="sample") == 3
         for row in rows:
-            run, _, trials, laps, completion, best, mean, *_ = (c.text for c in
-                                                                row.find_all("td"))
+            started, trials, laps, completion, best, mean, *_ = (c.text for c in
+                                                                 row.find_all("td"))
+            run = row.attrs["data-run"]
+            assert started.replace("-", "").replace(":", "").replace("\u00a0", "") == run
             labels = {"model": "sample", "run": run}
             assert int(trials) == value(got, "deepracer_evaluation_trials", **labels)
             assert int(laps) == value(got, "deepracer_evaluation_completed_laps", **labels)
@@ -410,7 +422,163 @@ def test_real_sample_evaluation_runs_and_charts(s3: Any, bucket: str, s3_endpoin
             assert completion == f"{ratio * 100:.1f}%"
             lap = {dict(k)["stat"]: v for k, v in
                    pick(got, "deepracer_evaluation_lap_seconds", **labels).items()}
-            assert (best, mean) == ((f"{lap['min']:.3f} s", f"{lap['mean']:.3f} s") if lap
-                                    else ("\u2014", "\u2014"))
+            assert (best, mean) == ((f"{lap['min']:.3f}\u00a0s", f"{lap['mean']:.3f}\u00a0s")
+                                    if lap else ("\u2014", "\u2014"))
     finally:
         exporter.stop()
+
+
+def test_unfinished_iteration_is_drawn_apart_and_out_of_rolling_means(
+        running: tuple[Exporter, Training], chromium: Chromium) -> None:
+    """4 of 10 episodes of iteration 12 played: every chart draws its points hollow, with a
+    title saying so; no rolling mean (page or /metrics) counts it; the summary says it."""
+    exporter, training = running
+    training.advance_episodes("solo", 4)
+    exporter.refresher.refresh_once()
+    samples = metrics(exporter)
+    assert value(samples, "deepracer_model_iteration", model="solo") == 12
+    assert value(samples, "deepracer_model_iteration_episodes", model="solo") == 4
+    assert value(samples, "deepracer_model_episodes_per_iteration", model="solo") == EPISODES
+    dom = chromium.dom(url(exporter, "/models/solo"))
+    for chart_id in CHARTS:
+        box = dom.find("div", id=chart_id)
+        series = plotted(box)
+        for key, points in series.items():
+            assert points == exported(samples, "solo", key), key
+            if key.startswith("training:"):
+                assert max(points) == (11 if ":rolling_" in key else 12), key
+        hollow = [c for c in box.find_all("circle") if c.attrs.get("class") == "unfinished"]
+        assert hollow and {(c.attrs["data-iteration"], c.attrs["data-unfinished"])
+                           for c in hollow} == {("12", "4 of 10 episodes")}
+        assert all("unfinished" in c.find("title").text for c in hollow)
+        for c in box.find_all("circle"):
+            if "data-iteration" in c.attrs:  # a point, not a legend mark
+                title = c.find("title").text
+                assert title.startswith(f"Iteration {c.attrs['data-iteration']}")
+    completion = exported(samples, "solo", "training:completion:mean")
+    rolling = exported(samples, "solo", "training:rolling_completion:mean")
+    assert rolling[11] == pytest.approx(sum(completion[i] for i in range(7, 12)) / 5)
+    assert value(samples, "deepracer_model_rolling_completion_ratio", model="solo",
+                 phase="training") == rolling[11]
+    assert "unfinished: 4 of 10 episodes played" in dom.find("dl").text
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_pages_read_on_a_desktop_and_a_phone(running: tuple[Exporter, Training],
+                                             chromium: Chromium, tmp_path: Path,
+                                             width: int) -> None:
+    """No sideways scrolling of the page (tables and charts scroll in their box), chart text
+    at least 10 CSS px, no number and no model name broken over two lines."""
+    exporter, training = running
+    training.advance_episodes("pair", 3)
+    exporter.refresher.refresh_once()
+    for path in ("/", "/models/pair", "/models/solo"):
+        report = layout(chromium, get(exporter.port, path)[2].decode(), width, tmp_path)
+        assert report["viewport"] == width
+        assert report["scrollWidth"] <= width, (path, report["overflow"])
+        assert report["numbers"] > (10 if path == "/" else 40), path
+        assert not report["wrapped"], (path, report["wrapped"])
+        assert not report["names"], path
+        if path != "/":
+            small = [(text, px) for text, px in report["chartText"] if px < 10]
+            assert len(report["chartText"]) > 50 and not small, (path, small[:5])
+
+
+def test_round_starts_and_checkpoints_are_lines_at_their_iteration() -> None:
+    def cols(seed: int, episodes: int) -> dict[int, Any]:
+        docs = generate_documents(TrainingSpec(episodes_between_training=10, seed=seed),
+                                  episodes)
+        return {w: parse_document(b) for w, b in docs.items()}
+    d = derive([RoundInput(cols(7, 60), 10), RoundInput(cols(8, 45), 10)])
+    assert d.round_starts == ((1, 0), (2, 6))
+    cps = Checkpoints(last=Checkpoint("3_Step-900.ckpt", 3, 0.5, 10.0),
+                      best=Checkpoint("2_Step-600.ckpt", 2, 0.7, 8.0))
+    dom = parse_dom(charts_html(d, 5, cps))
+    for chart_id in CHARTS:
+        box = dom.find("div", id=chart_id)
+        rules = {(g.attrs["data-kind"], int(g.attrs["data-iteration"])): g
+                 for g in box.find_all("g") if "data-kind" in g.attrs}
+        want = {("round", 6)} | ({("checkpoint", 8), ("checkpoint", 9)}
+                                 if chart_id == "console-chart" else set())
+        assert set(rules) == want, chart_id
+        x_of = {int(c.attrs["data-iteration"]): c.attrs["cx"] for c in box.find_all("circle")
+                if c.ancestor(**{"data-series": "training:reward:mean"}) is not None
+                or c.ancestor(**{"data-series": "training:completion:mean"}) is not None}
+        for (kind, iteration), g in rules.items():
+            assert g.find("line").attrs["x1"] == x_of[iteration], (kind, iteration)
+        labels = {(t.attrs["class"].split()[1], int(t.attrs["data-iteration"])): t.text
+                  for t in box.find_all("text") if "rule-label" in t.attrs.get("class", "")}
+        assert labels[("round", 6)] == "round 2"
+        if chart_id == "console-chart":
+            assert labels[("checkpoint", 8)] == "best checkpoint 2"
+            assert labels[("checkpoint", 9)] == "last checkpoint 3"
+
+
+def test_page_cache_stays_within_its_bound(samples: Path, tmp_path: Path) -> None:
+    """Twelve model pages visited in turn keep at most the bound (issue 24: every page was
+    kept for the snapshot and every chart for good); an evicted page renders the same again."""
+    from deepracer_exporter.pages import PAGE_CACHE_BYTES
+
+    root = tmp_path / "logs"
+    names = [f"m{i}" for i in range(12)]
+    for name in names:
+        shutil.copytree(samples / "sample-drfc-1-logs", root / name)
+    yaml = "".join(f"  - name: {n}\n    directory: {root}\n    prefix: {n}\n" for n in names)
+    snap = exporter_for(config_from("models:\n" + yaml)).refresher.refresh_once()
+    unbounded = Pages(cache_bytes=2**40)
+    first = unbounded.get(snap, "/models/m0")
+    per_model = unbounded.cached_bytes
+    for name in names:
+        unbounded.get(snap, f"/models/{name}")
+    # each visit keeps its page and charts (names and ages differ by a few bytes)
+    assert unbounded.cached_bytes == pytest.approx(12 * per_model, rel=0.01)
+    limit = 3 * per_model + 64 * 1024
+    pages = Pages(cache_bytes=limit)
+    for name in ["", *names]:
+        assert pages.get(snap, f"/models/{name}" if name else "/") is not None
+        assert pages.cached_bytes <= limit
+    assert pages.cached_bytes >= 2 * per_model
+    again = pages.get(snap, "/models/m0")
+    assert first is not None and again is not None and again.plain == first.plain
+    assert PAGE_CACHE_BYTES == 32 * 2**20  # docs/pages.md states it
+
+
+def test_page_states_follow_the_stall_alert() -> None:
+    """"stalled" on the pages means what DeepRacerTrainingStalled means."""
+    rules = yaml.safe_load((Path(__file__).resolve().parent.parent / "prometheus" / "rules"
+                            / "deepracer.yml").read_text())
+    expr = next(r["expr"] for g in rules["groups"] for r in g["rules"]
+                if r.get("alert") == "DeepRacerTrainingStalled")
+    stall = re.search(r"> 0\) > (\d+)", expr)
+    window = re.search(r"\[(\d+)h\]", expr)
+    assert stall and window, expr
+    assert (int(stall[1]), 3600 * int(window[1])) == (STALL_SECONDS, STALL_WINDOW_SECONDS)
+
+
+def test_failing_model_page_says_what_it_lacks(s3: Any, bucket: str, s3_endpoint: str,
+                                               chromium: Chromium) -> None:
+    config = config_from(s3_yaml(s3_endpoint) + "listen: 127.0.0.1:0\nrefresh_interval: 1h\n"
+                         + models_yaml(bucket, {"missing": "missing"}))
+    exporter = exporter_for(config)
+    exporter.start()
+    try:
+        index = chromium.dom(url(exporter))
+        cells = [c.text for c in index.find("table", id="models").find_all("td")]
+        assert cells[1] == "waiting" and cells[2].startswith("failing")
+        page = chromium.dom(url(exporter, "/models/missing"))
+        summary = page.find("dl").text
+        assert "no metrics read yet" in summary and "\u2014 (\u2014)" not in summary
+    finally:
+        exporter.stop()
+
+
+def test_right_axis_ticks_sit_on_the_grid_lines() -> None:
+    """The reward graph's two axes share its grid: each percent tick is on a grid line."""
+    docs = generate_documents(TrainingSpec(episodes_between_training=10, seed=9), 10 * 37)
+    d = derive([RoundInput({w: parse_document(b) for w, b in docs.items()}, 10)])
+    box = parse_dom(charts_html(d, 5)).find("div", id="console-chart")
+    grid = sorted(float(g.attrs["y1"]) for g in box.find_all("line")
+                  if g.attrs.get("class") == "grid")
+    right = sorted(float(t.attrs["y"]) - 5 for t in box.find_all("text")
+                   if t.attrs.get("class") == "tick" and t.text.endswith("%"))
+    assert len(right) == 6 and right == pytest.approx(grid, abs=0.11)

@@ -55,6 +55,11 @@ def compare(samples_: dict[Any, float], model: str, tm: TrainingMetrics) -> int:
     master = tm.metrics.groupby("r-i")["master_iteration"].first()
     rounds = tm.metrics.groupby("r-i")["round"].first()
     compared = 0
+    # The latest iteration while it lacks episodes: deepracer-utils rolls it in, the exporter
+    # leaves it out of every rolling mean (issue 27), so it has no rolling sample.
+    unfinished = (value(samples_, "deepracer_model_iteration_episodes", model=model)
+                  < value(samples_, "deepracer_model_episodes_per_iteration", model=model))
+    latest = value(samples_, "deepracer_model_iteration", model=model)
     for method in STATS:
         summary = tm.getSummary(method=method).reset_index()
         for phase, pre in (("training", "train"), ("evaluation", "eval")):
@@ -75,11 +80,15 @@ def compare(samples_: dict[Any, float], model: str, tm: TrainingMetrics) -> int:
                            **labels), row[f"{pre}_time"]),
                     (value(samples_, "deepracer_iteration_episodes", **labels),
                      row[f"{pre}_episodes"]),
-                    (100 * value(samples_, "deepracer_iteration_rolling_completion_ratio",
-                                 stat=method, **labels), rolling_c[i]),
-                    (value(samples_, "deepracer_iteration_rolling_reward", stat=method,
-                           **labels), rolling_r[i]),
                 ]
+                rolled = ("deepracer_iteration_rolling_completion_ratio",
+                          "deepracer_iteration_rolling_reward")
+                if unfinished and labels["iteration"] == latest:
+                    assert not any(pick(samples_, f, **labels) for f in rolled)
+                else:
+                    pairs += [(100 * value(samples_, rolled[0], stat=method, **labels),
+                               rolling_c[i]),
+                              (value(samples_, rolled[1], stat=method, **labels), rolling_r[i])]
                 if method == "mean":
                     pairs.append((value(samples_, "deepracer_iteration_completed_ratio",
                                         **labels), row[f"{pre}_completed"]))

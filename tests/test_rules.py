@@ -20,12 +20,19 @@ TEST_FILES = sorted((PROM_DIR / "tests").glob("*.yml"))
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 CONTAINER_RULES = "/etc/prometheus/rules/*.yml"
 SEVERITIES = {"critical", "warning", "info"}
-GRAFANA = "http://localhost:3000"
+GRAFANA = "http://localhost:3000"  # without the grafana_url external label
+# Link bases: Prometheus' external labels grafana_url and docs_url (prometheus.yml), else these.
+GRAFANA_BASE = ("{{ with $externalLabels.grafana_url }}{{ . }}{{ else }}"
+                f"{GRAFANA}{{{{ end }}}}")
 DASHBOARD_URL = re.compile(
-    rf"^{GRAFANA}/d/(?P<uid>[\w-]+)"
+    rf"^{re.escape(GRAFANA_BASE)}/d/(?P<uid>[\w-]+)"
     r"(?:\?var-(?P<var>\w+)=\{\{ \$labels\.(?P<label>\w+) \| urlquery \}\})?$"
 )
-RUNBOOK_BASE = "https://github.com/deepracer-exporter/deepracer-exporter/blob/main/docs/alerts.md"
+RUNBOOK_URL = re.compile(
+    r"^\{\{ with \$externalLabels\.docs_url \}\}\{\{ \. \}\}/alerts\.md#(?P<anchor>\w+)"
+    rf"\{{\{{ else \}}\}}{re.escape(GRAFANA_BASE)}/d/deepracer-runbook\?viewPanel=(?P<panel>\d+)"
+    r"\{\{ end \}\}$"
+)
 DASHBOARDS = REPO / "grafana" / "dashboards"
 # Files whose Prometheus scrape examples users copy, besides the compose stack's prometheus.yml.
 DOCS_WITH_SCRAPE_EXAMPLES = [REPO / "docs" / "security.md", REPO / "docs" / "bench.md"]
@@ -111,7 +118,7 @@ def test_every_alert_has_severity_summary_description_and_dashboard() -> None:
         if rule.get("labels", {}).get("severity") not in SEVERITIES:
             problems.append(f"{name}: severity label not one of {sorted(SEVERITIES)}")
         annotations = rule.get("annotations", {})
-        for key in ("summary", "description"):
+        for key in ("summary", "description", "action"):
             if not str(annotations.get(key, "")).strip():
                 problems.append(f"{name}: missing {key} annotation")
         if "model" in annotations.get("dashboard_url", "") and "$labels.model" not in (
@@ -174,13 +181,24 @@ def _dashboard_variables() -> dict[str, set[str]]:
 def test_every_alert_links_its_runbook_and_dashboard() -> None:
     """runbook_url: the alert's own section of docs/alerts.md; dashboard_url: a provisioned
     dashboard, with the alert's model selected when the alert is about one model."""
-    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", ALERTS_DOC.read_text(), re.M)}
+    import json
+
+    text = ALERTS_DOC.read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    runbook = json.loads((DASHBOARDS / "deepracer-runbook.json").read_text())
+    panels = {p["id"]: p for p in runbook["panels"]}
     variables = _dashboard_variables()
     for rule in alert_rules():
         name, annotations = rule["alert"], rule["annotations"]
-        base, _, anchor = annotations["runbook_url"].partition("#")
-        assert base == RUNBOOK_BASE, name
+        runbook_link = RUNBOOK_URL.match(annotations["runbook_url"])
+        assert runbook_link, (name, annotations["runbook_url"])
+        anchor = runbook_link["anchor"]
         assert anchor == github_anchor(name) and anchor in anchors, (name, anchor)
+        # Without docs_url: the runbook dashboard's panel of this alert, holding its doc section.
+        panel = panels[int(runbook_link["panel"])]
+        section = text.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0].strip()
+        assert panel["title"] == name
+        assert panel["options"]["content"].split("\n")[0] == section.split("\n")[0], name
         link = DASHBOARD_URL.match(annotations["dashboard_url"])
         assert link, (name, annotations["dashboard_url"])
         assert link["uid"] in variables, (name, link["uid"])
@@ -219,7 +237,9 @@ def down_annotations(job: str) -> dict[str, str]:
         "description": f"Prometheus cannot scrape the exporter at exporter:9877 (job {job}) since "
         "5m. No DeepRacer alert can fire while it is down.",
         "dashboard_url": f"{GRAFANA}/d/deepracer-overview",
-        "runbook_url": f"{RUNBOOK_BASE}#deepracerexporterdown",
+        "runbook_url": f"{GRAFANA}/d/deepracer-runbook?viewPanel=10",
+        "action": "Start the exporter (docker compose up -d exporter) and look at its log "
+                  "(docker compose logs exporter).",
     }
 
 

@@ -4,9 +4,11 @@ open files, in its own (tests/serverproc.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -19,11 +21,14 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from deepracer_exporter.server import Exposition, MetricsServer, ServerLimits, accepts_gzip
 from deepracer_exporter.snapshot import Snapshot
+from deepracer_exporter.webconfig import WebConfig
 from helpers import parse
+from test_webconfig import PKI, _client_ctx, _web_config
+from test_webconfig import pki as pki  # the fixture, for the TLS test
 
 SERVERPROC = Path(__file__).with_name("serverproc.py")
 
@@ -39,8 +44,8 @@ def serve() -> Iterator[Any]:
     servers: list[MetricsServer] = []
 
     def start(limits: ServerLimits | None = None, exposition: Exposition | None = None,
-              run: bool = True) -> MetricsServer:
-        server = MetricsServer("127.0.0.1", 0, exposition or _exposition(),
+              run: bool = True, web: WebConfig | None = None) -> MetricsServer:
+        server = MetricsServer("127.0.0.1", 0, exposition or _exposition(), web,
                                limits=limits or ServerLimits())
         if run:
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -345,3 +350,164 @@ def test_healthy_answers_ok_without_the_exposition(serve: Any) -> None:
     port = port_of(serve())
     resp, body = get(port, path="/-/healthy")
     assert resp.status == 200 and body == b"OK\n"
+
+
+# --- issue 24, item 1: clients that do not read their responses -------------------------------
+
+PIPELINED = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+SCRAPE_TIMEOUT = 10.0  # Prometheus' default scrape_timeout
+
+
+def _send_buffer_max() -> int:
+    """How far Linux grows a socket's send buffer (tcp_wmem's maximum, 4 MiB by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
+
+
+class WideCollector:
+    """One family with a help text of `size` bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("test_wide", "w" * self.size, value=1)
+
+
+def _wide_exposition(size: int = 0) -> Exposition:
+    """An exposition rendered once, like the exporter's, and larger than the server's and a
+    client's socket buffers together (by default): one unread response fills both."""
+    registry = CollectorRegistry()
+    registry.register(WideCollector(size or 2 * _send_buffer_max()))
+    exposition = Exposition(registry)
+    exposition.update(Snapshot((), (), 15.0, 5, 0.0))
+    return exposition
+
+
+def stalled_clients(port: int, count: int) -> list[socket.socket]:
+    """Clients with a 4 KiB receive buffer that each pipeline as many GET /metrics as their
+    socket takes (up to 3,000) and never read; returned once the server has started answering
+    every one (each has bytes waiting to be read)."""
+    clients = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.send(PIPELINED * 3000)
+        clients.append(s)
+    waiting = list(clients)
+    deadline = time.monotonic() + 30
+    while waiting and time.monotonic() < deadline:
+        readable, _, _ = select.select(waiting, [], [], 1.0)
+        waiting = [s for s in waiting if s not in readable]
+    assert not waiting, f"{len(waiting)} of {count} clients got no answer"
+    return clients
+
+
+def scrape_within_timeout(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=SCRAPE_TIMEOUT)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_clients_that_do_not_read_hold_no_worker(serve: Any) -> None:
+    """As many non-reading clients as workers: before, each held a worker in sendall for up
+    to the 30 s send timeout and a normal scrape timed out."""
+    limits = ServerLimits()
+    port = port_of(serve(limits, _wide_exposition()))
+    clients = stalled_clients(port, limits.workers)
+    try:
+        for path in ("/metrics", "/-/healthy", "/metrics"):
+            status, body = scrape_within_timeout(port, path)
+            assert status == 200, path
+            if path == "/-/healthy":
+                assert body == b"OK\n"
+            else:
+                assert b"\ntest_wide 1.0\n" in body
+        assert all(_still_open(s) for s in clients)  # stalled, not dropped
+    finally:
+        for s in clients:
+            s.close()
+
+
+def test_clients_that_do_not_read_make_room_at_max_connections(serve: Any) -> None:
+    """As many non-reading clients as max_connections allows: before, every connection was
+    busy, so a new one was closed unanswered. Now the one stalled longest makes room."""
+    limits = ServerLimits(max_connections=8)
+    port = port_of(serve(limits, _wide_exposition()))
+    clients = stalled_clients(port, limits.max_connections)
+    try:
+        for path in ("/metrics", "/-/healthy"):
+            status, _ = scrape_within_timeout(port, path)
+            assert status == 200, path
+    finally:
+        for s in clients:
+            s.close()
+
+
+def test_a_client_that_stops_reading_is_closed_after_the_send_timeout(serve: Any) -> None:
+    port = port_of(serve(ServerLimits(send_timeout=0.5), _wide_exposition()))
+    client = stalled_clients(port, 1)[0]
+    try:
+        time.sleep(1.0)  # past the send timeout without reading
+        client.setblocking(True)
+        client.settimeout(10)  # a connection still open would time out here
+        with contextlib.suppress(ConnectionResetError):  # closed with requests unread
+            while client.recv(1 << 20):
+                pass
+    finally:
+        client.close()
+
+
+def test_pipelined_requests_are_answered_in_order(serve: Any) -> None:
+    port = port_of(serve(exposition=_wide_exposition(100_000)))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" + PIPELINED
+                  + b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: s.recv(1 << 20), b""))
+    statuses = re.findall(rb"^HTTP/1.1 (\d+)", answer, re.MULTILINE)
+    assert statuses == [b"200", b"200", b"404"]
+    assert answer.index(b"OK\n") < answer.index(b"test_wide") < answer.index(b"not found")
+
+
+def test_a_slow_reader_gets_every_byte_over_tls(serve: Any, pki: PKI, tmp_path: Path) -> None:
+    """The loop's TLS writes: one that would block is retried with the same bytes."""
+    web = _web_config(pki, tmp_path, "tls_server_config:\n  cert_file: server.crt\n"
+                                     "  key_file: server.key\n")
+    exposition = _wide_exposition()
+    port = port_of(serve(exposition=exposition, web=web))
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(30)
+    raw.connect(("127.0.0.1", port))
+    with _client_ctx(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)  # not reading: the server's writes would block
+        received = b"".join(iter(lambda: tls.recv(65536), b""))
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == exposition.rendered.plain
+
+
+def test_pipelined_requests_over_tls_beyond_one_read(serve: Any, pki: PKI, tmp_path: Path
+                                                     ) -> None:
+    """More pipelined requests than one read takes: the rest wait decrypted in the TLS
+    layer, where the selector does not see them."""
+    web = _web_config(pki, tmp_path, "tls_server_config:\n  cert_file: server.crt\n"
+                                     "  key_file: server.key\n")
+    port = port_of(serve(web=web))
+    healthy = b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with _client_ctx(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(healthy * 1000 + b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Connection: close\r\n\r\n")
+        received = b"".join(iter(lambda: tls.recv(65536), b""))
+    assert received.count(b"HTTP/1.1 200") == 1001

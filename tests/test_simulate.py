@@ -403,7 +403,7 @@ def test_run_simulation_retries_failed_writes() -> None:
     stop.set()
     thread.join()
     assert set(store) == {
-        "m/ip/hyperparameters.json", "m/model/model_metadata.json",
+        "m/ip/hyperparameters.json", "m/model/model_metadata.json", "m/training_params.yaml",
         "m/model/deepracer_checkpoints.json", "m/training-simtrace/0-iteration.csv",
         "m/training-simtrace/1-iteration.csv", "m/metrics/TrainingMetrics.json"}
     assert all(n == 3 for n in failures.values())
@@ -634,7 +634,7 @@ def test_files_follow_the_drfc_layout() -> None:
     assert len(runs) == 2 and stamps == sorted(set(stamps))  # after iterations 2 and 5
     assert runs == [evaluation_key("p", s) for s in stamps]
     assert set(files) == {
-        "p/ip/hyperparameters.json", "p/model/model_metadata.json",
+        "p/ip/hyperparameters.json", "p/model/model_metadata.json", "p/training_params.yaml",
         "p/model/deepracer_checkpoints.json", key_for("p", 0), key_for("p", 1),
         *runs, *(evaluation_simtrace_key("p", s) for s in stamps),
         *(simtrace_key("p", w, 2, i) for w in (0, 1) for i in range(7)),
@@ -833,3 +833,80 @@ def test_demo_prints_the_progress_page_first() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
+
+
+# --- the demo's own track and where the car drives on it ----------------------------------------
+
+
+def test_demo_track_is_a_trackio_file_and_its_length_is_the_simtraces(tmp_path: Path) -> None:
+    from deepracer.tracks import TrackIO
+    from shapely.geometry import Polygon
+
+    from deepracer_exporter.analysis import world_name
+    from deepracer_exporter.simulate import DEMO_TRACK, demo_track_npy
+    from deepracer_exporter.track import TrackFiles
+
+    (tmp_path / f"{DEMO_TRACK}.npy").write_bytes(demo_track_npy())
+    theirs = TrackIO(str(tmp_path)).load_track(DEMO_TRACK)
+    mine = TrackFiles(tmp_path).load(DEMO_TRACK)
+    assert mine is not None and np.array_equal(mine.centre, theirs.center_line)
+    road = Polygon(theirs.outer_border).difference(Polygon(theirs.inner_border))
+    assert road.is_valid and 18 < road.area < 21  # 18.3 m by 1.07 m
+    files = generate_files(TrainingSpec(seed=3), 20)
+    assert world_name(files["training_params.yaml"]) == DEMO_TRACK
+    rows = simtrace_rows(files["training-simtrace/0-iteration.csv"])
+    length = float(np.sum(np.hypot(*np.diff(theirs.center_line, axis=0).T)))
+    (written,) = {float(r["track_len"]) for r in rows}
+    assert written == pytest.approx(length, rel=1e-3)
+
+
+def test_cars_stay_on_the_track_until_they_leave_it(tmp_path: Path) -> None:
+    """Rows of the episodes that stay on the track lie on it; an episode that ends off the track
+    or crashed ends beyond a border; the round-robin start moves each episode's start on."""
+    from deepracer.tracks import TrackIO
+    from shapely.geometry import Point, Polygon
+
+    from deepracer_exporter.simulate import DEMO_TRACK, demo_track_npy
+
+    (tmp_path / f"{DEMO_TRACK}.npy").write_bytes(demo_track_npy())
+    track = TrackIO(str(tmp_path)).load_track(DEMO_TRACK)
+    road = Polygon(track.outer_border).difference(Polygon(track.inner_border))
+    files = generate_files(TrainingSpec(seed=4, episodes_between_training=20), 20 * 30)
+    episodes: dict[int, list[dict[str, str]]] = defaultdict(list)
+    for it in range(30):
+        for row in simtrace_rows(files[f"training-simtrace/{it}-iteration.csv"]):
+            episodes[int(row["episode"])].append(row)
+    ends = Counter(ep[-1]["episode_status"] for ep in episodes.values())
+    assert ends["lap_complete"] > 0 and ends["off_track"] > 0
+    for ep in episodes.values():
+        inside = [road.contains(Point(float(r["X"]), float(r["Y"]))) for r in ep]
+        if ep[-1]["episode_status"] in ("off_track", "crashed"):
+            assert all(inside[:-6]) and not inside[-1]
+        else:
+            assert all(inside)
+    starts = {(round(float(ep[0]["X"]), 1), round(float(ep[0]["Y"]), 1))
+              for ep in episodes.values()}
+    assert len(starts) >= 15  # 20 start positions, 5 % of the lap apart
+
+
+def test_the_policy_settles_on_the_actions_the_curves_need() -> None:
+    """Action usage as the exporter counts it: the most used action's share grows with skill,
+    and each row's steering and speed are its action's, as model_metadata.json names them."""
+    from deepracer_exporter.analysis import analyse, discrete_actions, reduce_file
+    from deepracer_exporter.simtrace import parse_simtrace
+
+    spec = TrainingSpec(seed=5, episodes_between_training=20, midpoint_iterations=10)
+    files = generate_files(spec, 20 * 40)
+    reduced = {}
+    for it in range(40):
+        got = reduce_file(parse_simtrace(files[f"training-simtrace/{it}-iteration.csv"]))
+        assert got is not None
+        reduced[(it, 0)] = got
+    actions = discrete_actions(files["model/model_metadata.json"])
+    result, _ = analyse(0, reduced, actions)
+    assert result is not None
+    top = [float(it.shares().max()) for it in result.iterations]
+    assert np.mean(top[-5:]) > np.mean(top[:5]) + 0.1
+    for row in simtrace_rows(files["training-simtrace/39-iteration.csv"]):
+        a = actions[int(row["action"])]
+        assert (float(row["steer"]), float(row["throttle"])) == (a.steering_angle, a.speed)

@@ -135,9 +135,8 @@ def test_unknown_models_are_bounded() -> None:
         receiver.receive(f"dr_sagemaker_epochs,model=m{i} entropy=1,epoch=0i,"
                          f"kl_divergence=0.1,surrogate_loss=0.2".encode())
     state = receiver.state()
-    assert sorted(state.models) == ["m0", "m1", "m2"]
-    assert state.lines["policy"] == 3
-    assert state.lines["model_limit"] == 7
+    assert sorted(state.models) == ["m7", "m8", "m9"]  # the least recently touched made room
+    assert state.lines["policy"] == 10
 
 
 def test_flood_is_bounded_per_second() -> None:
@@ -269,3 +268,127 @@ def test_a_flood_of_datagrams_does_not_break_metrics(pushed_exporter: Exporter) 
     assert lines["malformed"] > 0 and lines["too_long"] > 0  # the junk, dropped and counted
     assert lines["policy"] > 0
     assert set(exporter.push.receiver.state().models) == {"flood"}  # nothing else was made
+
+
+# --- issue 24: bounded tags with eviction, lines counted against the rate, finite aggregation ---
+
+def policy_line(model: str, entropy: float = 1.0, epoch: int = 0) -> bytes:
+    return (f"dr_sagemaker_epochs,model={model} entropy={entropy!r},epoch={epoch}i,"
+            f"kl_divergence=0.1,surrogate_loss=0.2").encode()
+
+
+def test_unknown_tags_never_lock_out_the_watched_model() -> None:
+    """256 stale tags fill the table; the watched model's lines still arrive (the least recently
+    touched unknown tag makes room), and a watched tag is never the one evicted."""
+    receiver = PushReceiver(lambda model: 7, max_models=256,
+                            watched=lambda tag: tag in ("watched", "also-watched"))
+    receiver.receive(policy_line("also-watched"))
+    for i in range(256):
+        receiver.receive(policy_line(f"old-training-{i}"))
+    receiver.receive(policy_line("watched", 2.5))
+    state = receiver.state()
+    assert state.models["watched"].entropy == 2.5
+    assert dict(state.models["watched"].iteration_entropy) == {7: 2.5}
+    assert "also-watched" in state.models
+    assert len(state.models) == 256
+    # also-watched + 256 stale tags: the two least recently touched stale tags made room
+    assert {"old-training-0", "old-training-1"}.isdisjoint(state.models)
+    assert "old-training-2" in state.models
+    assert state.lines["model_limit"] == 0
+
+
+def test_a_touched_unknown_tag_outlives_an_untouched_one() -> None:
+    receiver = PushReceiver(lambda model: None, max_models=2)
+    receiver.receive(policy_line("a"))
+    receiver.receive(policy_line("b"))
+    receiver.receive(policy_line("a", epoch=1))
+    receiver.receive(policy_line("c"))
+    assert sorted(receiver.state().models) == ["a", "c"]
+
+
+def test_only_watched_tags_held_refuses_unknown_ones() -> None:
+    receiver = PushReceiver(lambda model: None, max_models=2, watched=lambda tag: tag < "c")
+    for tag in ("a", "b", "c", "d"):
+        receiver.receive(policy_line(tag))
+    receiver.receive(policy_line("bb"))  # watched: admitted past the limit
+    state = receiver.state()
+    assert sorted(state.models) == ["a", "b", "bb"]
+    assert state.lines["model_limit"] == 2
+
+
+def test_drfc_evaluation_lines_tagged_sagemaker_are_episodes_of_no_model() -> None:
+    receiver = PushReceiver(lambda model: None)
+    receiver.receive(b"dr_eval_episodes,model=sagemaker,status=Lap\\ complete,worker=0 "
+                     b"elapsed_time=9000i,progress=100i,reset_count=0i")
+    state = receiver.state()
+    assert state.lines["episode"] == 1
+    assert state.models == {}
+
+
+def test_a_multi_line_flood_costs_its_lines_share_of_the_rate() -> None:
+    """Datagrams of 730 lines each against a 1,000-line budget: the second datagram is parsed up
+    to the budget, its remaining lines and every later datagram's are counted as rate_limited."""
+    now = [0.0]
+    receiver = PushReceiver(lambda model: None)
+    udp = UdpListener("127.0.0.1", 0, receiver, max_lines_per_second=1000,
+                      monotonic=lambda: now[0])
+    udp.start()
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        datagram = b"\n".join([b"cpu usage=1"] * 730)
+        for _ in range(2):
+            sock.sendto(datagram, ("127.0.0.1", udp.port))
+        wait_for(receiver, 2 * 730)
+        lines = receiver.state().lines
+        assert lines["other_measurement"] == 1000
+        assert lines["rate_limited"] == 2 * 730 - 1000
+        now[0] = 5.0  # the next second: the budget is back
+        sock.sendto(datagram, ("127.0.0.1", udp.port))
+        wait_for(receiver, 3 * 730, timeout=15)
+        assert receiver.state().lines["other_measurement"] == 1730
+        sock.close()
+    finally:
+        now[0] = 10.0
+        udp.stop()
+
+
+def test_finite_pushed_values_never_aggregate_to_infinity() -> None:
+    receiver = PushReceiver(lambda model: 3)
+    for epoch in range(3):
+        receiver.receive(policy_line("m", 1e308, epoch))
+    state = receiver.state().models["m"]
+    assert dict(state.iteration_entropy) == {3: pytest.approx(1e308, rel=1e-15)}
+    for epoch, entropy in enumerate((1.7e308, -1.7e308, 1.7e308, 1.7e308)):
+        receiver.receive(policy_line("n", entropy, epoch))
+    (_, mean), = receiver.state().models["n"].iteration_entropy
+    assert mean == pytest.approx(1.7e308 / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("timestamp", ["not-a-timestamp", "1.5", "1e9", "12a"])
+def test_a_non_integer_timestamp_makes_the_line_invalid(timestamp: str) -> None:
+    receiver = PushReceiver(lambda model: None)
+    receiver.receive(f"dr_sagemaker_epochs,model=m entropy=1,epoch=0i,kl_divergence=0.1,"
+                     f"surrogate_loss=0.5 {timestamp}".encode())
+    state = receiver.state()
+    assert state.lines["malformed"] == 1 and state.models == {}
+
+
+def test_an_integer_timestamp_is_accepted() -> None:
+    line = parse_line("m f=1 1700000000000000000")
+    assert line.fields == {"f": 1.0}
+
+
+def test_the_watched_model_arrives_after_256_unknown_tags(pushed_exporter: Exporter) -> None:
+    exporter = pushed_exporter
+    assert exporter.push is not None
+    refresh(exporter)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(256):
+        sock.sendto(policy_line(f"old-training-{i}"), ("127.0.0.1", exporter.push.port))
+    wait_for(exporter.push.receiver, 256)
+    sock.sendto(policy_line(PREFIX, 0.75), ("127.0.0.1", exporter.push.port))
+    wait_for(exporter.push.receiver, 257)
+    sock.close()
+    got = refresh(exporter)
+    assert value(got, "deepracer_policy_entropy", model="drfc") == 0.75
+    assert value(got, "deepracer_exporter_push_lines_total", result="model_limit") == 0

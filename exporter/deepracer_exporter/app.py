@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from .cloudwatchlogs import CloudWatchLogs
+from .cloudwatchlogs import make_client as make_logs_client
 from .config import Config, DiscoverConfig, ModelConfig, S3Settings
+from .dockerlogs import DockerLogs, Engine
 from .exposition import Exposition
 from .refresher import Refresher
 from .snapshot import Snapshot
 from .sources import DirectoryStore, ObjectStore
-from .telegraf_listener import PushReceiver, UdpListener
+from .telegraf_listener import PushReceiver, UdpListener, trainer_state
 
 if TYPE_CHECKING:
     from .server import MetricsServer
@@ -66,6 +69,8 @@ RESTART_KEYS: dict[str, Callable[[Config], object]] = {
     "listen": lambda c: (c.listen_host, c.listen_port),
     "s3": lambda c: c.s3,
     "telegraf": lambda c: c.telegraf_listen,
+    "docker": lambda c: c.docker,
+    "cloudwatch": lambda c: c.cloudwatch,
 }
 
 
@@ -95,13 +100,32 @@ class Exporter:
         self._monotonic = monotonic
         self.push: UdpListener | None = None  # bound by start(serve=True), not by --once
         self._receiver: PushReceiver | None = None
+        self._prefixes: tuple[Snapshot | None, frozenset[str]] = (None, frozenset())
         if config.telegraf_listen is not None:
             self._receiver = PushReceiver(
                 lambda prefix: latest_iteration(self.snapshot, prefix), clock,
-                max_iterations=config.max_iterations)
+                max_iterations=config.max_iterations, watched=self._watched)
+        self.docker: DockerLogs | None = None  # started by start(serve=True), not by --once
+        if config.docker is not None:
+            d = config.docker
+            self.docker = DockerLogs(Engine(d.socket), d.containers, poll_interval=d.poll_interval,
+                                     max_iterations=config.max_iterations, monotonic=monotonic)
+        self.cloudwatch: CloudWatchLogs | None = None  # started with the docker source
+        if config.cloudwatch is not None:
+            from .s3store import translate_s3
+
+            cw = config.cloudwatch
+            self.cloudwatch = CloudWatchLogs(
+                make_logs_client(cw.region, cw.profile, cw.endpoint_url), translate_s3,
+                cw.log_group, poll_interval=cw.poll_interval,
+                max_iterations=config.max_iterations, monotonic=monotonic)
+        receiver, docker, cloudwatch = self._receiver, self.docker, self.cloudwatch
+        trainer = None if receiver is None and docker is None and cloudwatch is None else (
+            lambda: trainer_state(receiver.state() if receiver else None,
+                                  docker.state() if docker else None,
+                                  cloudwatch.state() if cloudwatch else None))
         self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update,
-                                   monotonic=monotonic,
-                                   push=self._receiver.state if self._receiver else None,
+                                   monotonic=monotonic, push=trainer,
                                    requests=stores.requests
                                    if isinstance(stores, StoreFactory) else None)
         self.server: MetricsServer | None = None
@@ -111,6 +135,13 @@ class Exporter:
     @property
     def snapshot(self) -> Snapshot:
         return self.refresher.snapshot
+
+    def _watched(self, prefix: str) -> bool:
+        """Whether a watched model's latest round is `prefix` (one set per snapshot)."""
+        snapshot = self.snapshot
+        if self._prefixes[0] is not snapshot:
+            self._prefixes = (snapshot, frozenset(m.prefix for m in snapshot.models))
+        return prefix in self._prefixes[1]
 
     @property
     def port(self) -> int:
@@ -124,6 +155,10 @@ class Exporter:
             host, port = config.telegraf_listen
             self.push = UdpListener(host, port, self._receiver, monotonic=self._monotonic)
             self.push.start()
+        if serve and self.docker is not None:
+            self.docker.start()
+        if serve and self.cloudwatch is not None:
+            self.cloudwatch.start()
         self.refresher.refresh_once()
         if serve:
             from .server import MetricsServer  # --once never loads the HTTP server
@@ -157,6 +192,10 @@ class Exporter:
         self.refresher.close()
         if self.push is not None:
             self.push.stop()
+        if self.docker is not None:
+            self.docker.stop()
+        if self.cloudwatch is not None:
+            self.cloudwatch.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

@@ -1,10 +1,11 @@
 """The metric catalogue: every family the exporter exposes, declared once.
 
-An entry gives a family's name, type, labels, HELP, unit, README section and where its value
+An entry gives a family's name, type, labels, HELP, unit, docs section and where its value
 comes from. The custom collector (collector.py) builds the small families from it at every
-refresh, the cached renderer (render.py) renders the per-iteration ones from it, and README's
-metric tables are generated from it (`python -m deepracer_exporter.catalogue README.md`; a test
-fails when README is not current). Adding a family is one entry plus its value function.
+refresh, the cached renderer (render.py) renders the per-iteration ones from it, and the metric
+tables of docs/metrics.md are generated from it (`python -m deepracer_exporter.catalogue
+docs/metrics.md`; a test fails when they are not current). Adding a family is one entry plus
+its value function.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import __version__, sidefiles
+from . import __version__, analysis, sidefiles
+from .cloudwatchlogs import CloudWatchState
 from .config import DEFAULT_ITERATION_STATS, FULL_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import STATS, Derived, FloatArray, IterationTable
+from .dockerlogs import DockerState
 from .parse import PHASES, STATUSES
 from .simtrace import IterationSteps
 from .snapshot import ModelSnapshot, Simulator, SimulatorIteration, Snapshot
@@ -29,7 +32,8 @@ Sample = tuple[tuple[str, ...], float]  # label values in the family's label ord
 
 CACHED = " Cached: refreshed in the background every {interval:g}s."
 
-# README sections, in the order they appear there: (marker, heading, text under the heading).
+# docs/metrics.md's sections, in the order they appear there:
+# (marker, heading, text under the heading).
 SECTIONS = {
     "state": ("metrics", "Current state, one series per model (and phase)", ""),
     "iteration": ("metrics", "Per iteration (labels model, phase, round, iteration; the latest "
@@ -53,10 +57,19 @@ SECTIONS = {
         "consecutive steps of an episode: the car acts 15 times per simulated second\n"
         "(0.0667 s). Real-time factor and the training/policy split need simulators that write "
         "`wall_clock`.")),
-    "policy": ("metrics", "Policy training, from DRfC's metrics push (optional)", (
-        "Only with `telegraf: {listen: ...}` and DRfC's `DR_TELEGRAF_HOST` pointing at the "
-        "exporter (see\n\"Policy metrics from DRfC's push\" below); matched to a model by its "
-        "latest round's prefix.")),
+    "analysis": ("metrics", "Training analysis, from simtrace", (
+        "What deepracer-utils' training-analysis notebook computes from the same simtrace "
+        "files (`simulation_agg`,\n`ActionBreakdownUtils`), live: per iteration (the "
+        "simulator families' iterations) the episodes'\nmean speed, distance and projected lap "
+        "time, and the latest iteration's action usage. The model's\npage draws the episodes "
+        "on the track. Details: docs/analysis.md.")),
+    "policy": ("metrics", "Policy training, from the trainer (optional)", (
+        "From the trainer's `Policy training>` lines or DRfC's metrics push: the trainer "
+        "container's log\n(`docker` section), CloudWatch Logs (`cloudwatch`), DRfC's push "
+        "(`telegraf: {listen: ...}`, simapp\n5.3.x), or the log file of a console/DeepRacer-on-"
+        "AWS export; matched to a model by "
+        "its latest round's prefix (see\ndocs/compose.md, \"Policy metrics per DeepRacer "
+        "version\").")),
     "health": ("health", "Exporter health", ""),
 }
 
@@ -68,7 +81,7 @@ class Family:
     labels: tuple[str, ...]
     help: str  # HELP text; "{window}" becomes rolling_window
     section: str  # key of SECTIONS
-    doc: str = ""  # README's meaning when it says more than HELP
+    doc: str = ""  # the docs' meaning when it says more than HELP
     unit: str = ""  # base unit, also the name's suffix: seconds, ratio, bytes
 
     def help_text(self, snapshot: Snapshot) -> str:
@@ -191,6 +204,16 @@ def _iteration_entropy(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
     return [((str(iteration),), entropy) for iteration, entropy in state.iteration_entropy]
 
 
+def _cloudwatch(s: Snapshot, fn: Callable[[CloudWatchState], list[Sample]]) -> list[Sample]:
+    """A figure of the CloudWatch Logs source; none without a `cloudwatch` section."""
+    return fn(s.push.cloudwatch) if s.push is not None and s.push.cloudwatch is not None else []
+
+
+def _docker(s: Snapshot, fn: Callable[[DockerState], list[Sample]]) -> list[Sample]:
+    """A figure of the Docker source; none without a `docker` section."""
+    return fn(s.push.docker) if s.push is not None and s.push.docker is not None else []
+
+
 def _simulator(fn: Callable[[Simulator], Iterable[Sample]]
                ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
     """A value from the model's simtrace figures; none for a model without simtrace."""
@@ -217,6 +240,38 @@ def _simulator_iterations(fn: Callable[[Snapshot, SimulatorIteration], Iterable[
         return [((str(it.iteration), *labels), v) for it in sim.iterations
                 for labels, v in fn(s, it)]
     return values
+
+
+def _analysis_iterations(fn: Callable[[analysis.IterationAnalysis], Iterable[Sample]]
+                         ) -> Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]:
+    """Per-iteration analysis samples, labelled by iteration; none while the model is idle."""
+    def values(s: Snapshot, m: ModelSnapshot) -> Iterable[Sample]:
+        a = m.extras.analysis
+        if a is None or not m.history_exported(s.created):
+            return ()
+        return [((str(it.iteration), *labels), v) for it in a.iterations
+                for labels, v in fn(it)]
+    return values
+
+
+def _action_shares(m: ModelSnapshot) -> list[Sample]:
+    """The latest iteration's share of rows per action (discrete: index, steering angle and
+    speed from model_metadata.json) or per steering x speed cell (continuous)."""
+    a = m.extras.analysis
+    if a is None:
+        return []
+    latest = a.latest()
+    if latest.grid is not None:
+        total = latest.grid.sum()
+        return [(("", steer, speed), float(latest.grid[i, j] / total) if total else 0.0)
+                for i, steer in enumerate(analysis.STEERING_CELLS)
+                for j, speed in enumerate(analysis.SPEED_CELLS)]
+    named = {act.index: act for act in a.actions}
+    shares = latest.shares()
+    indices = sorted(set(named) | set(range(len(shares))))
+    return [((str(i), f"{named[i].steering_angle:g}" if i in named else "",
+              f"{named[i].speed:g}" if i in named else ""),
+             float(shares[i]) if i < len(shares) else 0.0) for i in indices]
 
 
 def _step_stats(steps: IterationSteps | None, full: bool) -> list[Sample]:
@@ -262,6 +317,15 @@ FAMILIES: tuple[Family, ...] = (
         help="Latest training iteration (continues across rounds).",
         doc="latest master iteration that has training episodes",
         values=_derived(lambda d: _one(d.latest_iteration if d.latest_iteration >= 0
+                                       else None))),
+    ModelFamily(
+        name="deepracer_model_iteration_episodes", type="gauge", section="state", labels=MODEL,
+        help="Training episodes of the latest iteration so far; below "
+             "deepracer_model_episodes_per_iteration while that iteration is unfinished.",
+        doc="training episodes of the latest iteration so far (all workers); while it is below "
+            "`deepracer_model_episodes_per_iteration` the iteration is unfinished: its "
+            "per-iteration values still move and no rolling mean or plateau counts it",
+        values=_derived(lambda d: _one(d.latest_iteration_episodes if d.latest_iteration >= 0
                                        else None))),
     ModelFamily(
         name="deepracer_model_round", type="gauge", section="state", labels=MODEL,
@@ -552,6 +616,41 @@ FAMILIES: tuple[Family, ...] = (
         labels=RUN, help="Simulated seconds per wall-clock second in the evaluation run.",
         doc="real-time factor of the run (only with `wall_clock`)",
         values=_simulator_runs(lambda st: _one(st.real_time_factor))),
+    # -- training analysis (simtrace) ---------------------------------------------------------
+    ModelFamily(
+        name="deepracer_iteration_speed_meters_per_second", type="gauge", section="analysis",
+        labels=("model", "iteration"),
+        help="Mean over the iteration's training episodes of each episode's mean speed.",
+        doc="mean over the iteration's episodes (all workers) of simulation_agg's `speed` (the "
+            "episode's mean speed decision); rising while completion holds means the car "
+            "learns to go faster",
+        values=_analysis_iterations(lambda it: _one(it.speed))),
+    ModelFamily(
+        name="deepracer_iteration_distance_meters", type="gauge", section="analysis",
+        labels=("model", "iteration"),
+        help="Mean distance driven per training episode in the iteration.",
+        doc="mean of simulation_agg's `dist` over the iteration's episodes",
+        values=_analysis_iterations(lambda it: _one(it.distance))),
+    ModelFamily(
+        name="deepracer_iteration_projected_lap_seconds", type="gauge", section="analysis",
+        labels=("model", "iteration", "stat"), unit="seconds",
+        help="Episode time scaled to a full lap (time x 100 / progress) in the iteration "
+             "(stat min, median).",
+        doc="simulation_agg's `time_if_complete` of the iteration's episodes: `min` (the most "
+            "promising episode) and `median`; a lap time to expect before laps complete",
+        values=_analysis_iterations(lambda it: [
+            ((stat,), v) for stat, v in (("min", it.projected_min),
+                                         ("median", it.projected_median)) if v is not None])),
+    ModelFamily(
+        name="deepracer_model_action_ratio", type="gauge", section="analysis",
+        labels=("model", "action", "steering_angle", "speed"), unit="ratio",
+        help="Share of the latest simtrace iteration's steps taken with each action.",
+        doc="share of the latest iteration's simtrace rows per action: `action` is the "
+            "index, `steering_angle` (degrees) and `speed` (m/s) from model_metadata.json; for "
+            "a continuous action space `action` is empty and the labels are steering x speed "
+            "cells (`-6..6`, `1..2`). One share near 1 means the policy collapsed onto one "
+            "action",
+        values=lambda _s, m: _action_shares(m)),
     # -- policy training (DRfC's metrics push) ----------------------------------------------
     ModelFamily(
         name="deepracer_policy_entropy", type="gauge", section="policy", labels=MODEL,
@@ -573,7 +672,9 @@ FAMILIES: tuple[Family, ...] = (
         values=_pushed(lambda p: _one(p.epochs))),
     ModelFamily(
         name="deepracer_policy_last_epoch_timestamp_seconds", type="gauge", section="policy",
-        labels=MODEL, unit="seconds", help="Unix time the latest epoch was received.",
+        labels=MODEL, unit="seconds",
+        help="Unix time of the latest epoch: received (push), printed (container log) or the "
+             "export log file's last write.",
         values=_pushed(lambda p: _one(p.last_epoch_time))),
     ModelFamily(
         name="deepracer_iteration_policy_entropy", type="gauge", section="policy",
@@ -637,7 +738,7 @@ FAMILIES: tuple[Family, ...] = (
         name="deepracer_exporter_series", type="gauge", section="health", labels=MODEL,
         help="Series the model contributes to this exposition (per-iteration ones included).",
         doc="series of this exposition that carry the model's label, this one included: what "
-            "the model costs Prometheus (see Sizing)"),
+            "the model costs Prometheus (see docs/bench.md, Sizing)"),
     ExporterFamily(
         name="deepracer_exporter_s3_requests_total", type="counter", section="health",
         labels=("operation", "status"),
@@ -667,12 +768,46 @@ FAMILIES: tuple[Family, ...] = (
         doc="lines received on the `telegraf` listener: `policy` and `episode` (used), "
             "`other_measurement`, `malformed`, `too_long`, `model_limit` (more model tags than "
             "held), `rate_limited` (dropped); only when the listener is on",
-        values=lambda s: [] if s.push is None else [((r,), s.push.lines.get(r, 0))
-                                                    for r in PUSH_RESULTS]),
+        values=lambda s: [] if s.push is None or not s.push.listening else [
+            ((r,), s.push.lines.get(r, 0)) for r in PUSH_RESULTS]),
     ExporterFamily(
         name="deepracer_exporter_push_unmatched_models", type="gauge", section="health",
         labels=(), help="Model tags pushed that match no watched model's latest prefix.",
         values=lambda s: [] if s.push is None else [((), s.unmatched_push_models())]),
+    ExporterFamily(
+        name="deepracer_exporter_docker_containers_followed", type="gauge", section="health",
+        labels=(), help="Trainer containers whose log is being followed through the Docker "
+                        "Engine.",
+        doc="containers matching `docker.containers` whose log is followed now; only with a "
+            "`docker` section",
+        values=lambda s: _docker(s, lambda d: [((), d.followed)])),
+    ExporterFamily(
+        name="deepracer_exporter_docker_errors_total", type="counter", section="health",
+        labels=("reason",), help="Failed Docker Engine requests and broken log streams, by "
+                                 "reason.",
+        doc="failed Docker Engine requests and log streams: `unreachable` (no socket, dockerd "
+            "stopped), `access_denied` (the socket's group is not the exporter's), `timeout`, "
+            "`api_error` (an HTTP error answer), `protocol`; all created at 0",
+        values=lambda s: _docker(s, lambda d: [((r,), n) for r, n in d.errors.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_docker_lines_total", type="counter", section="health",
+        labels=("result",), help="Trainer lines read from container logs, by result.",
+        doc="lines of the followed containers' logs that the trainer writes: `policy` "
+            "(Policy training), `checkpoint`, `unreadable` (a marker with values that are not "
+            "numbers)",
+        values=lambda s: _docker(s, lambda d: [((r,), n) for r, n in d.lines.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_cloudwatch_errors_total", type="counter", section="health",
+        labels=("reason",), help="Failed CloudWatch Logs reads, by reason.",
+        doc="failed reads of the `cloudwatch` log group, reasons as "
+            "`deepracer_exporter_refresh_errors_total`; all created at 0",
+        values=lambda s: _cloudwatch(s, lambda c: [((r,), n) for r, n in c.errors.items()])),
+    ExporterFamily(
+        name="deepracer_exporter_cloudwatch_lines_total", type="counter", section="health",
+        labels=("result",), help="Trainer lines read from CloudWatch Logs, by result.",
+        doc="trainer lines read from the `cloudwatch` log group: `policy`, `checkpoint`, "
+            "`unreadable`",
+        values=lambda s: _cloudwatch(s, lambda c: [((r,), n) for r, n in c.lines.items()])),
     ExporterFamily(
         name="deepracer_exporter_build_info", type="gauge", section="health",
         labels=("version",), help="Exporter version (always 1).",
@@ -683,16 +818,24 @@ MODEL_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, ModelFamily))
 ITERATION_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, IterationFamily))
 
 
-# -- README -------------------------------------------------------------------------------------
+# -- docs/metrics.md -----------------------------------------------------------------------------
 
 def _type(f: Family) -> str:
     return f"{f.type} (1)" if "(always 1)" in f.help else f.type
 
 
+_PROPER = ("Unix",)  # words whose capital stays at the start of a meaning
+
+
 def _meaning(f: Family) -> str:
+    """HELP as a table cell: without its full stop, and lower case unless the first word is a
+    name or an acronym (KL, PPO, Unix)."""
     if f.doc:
         return f.doc.strip()
     text = f.help.format(window="`rolling_window`").rstrip(".")
+    first = text.split(" ", 1)[0]
+    if first in _PROPER or first[1:2].isupper():
+        return text
     return text[:1].lower() + text[1:]
 
 
@@ -740,7 +883,7 @@ def _table(families: Sequence[Family], marker: str) -> list[str]:
     return rows
 
 
-def readme_blocks() -> dict[str, str]:
+def generated_blocks() -> dict[str, str]:
     """Marker name -> the generated text between `<!-- NAME:begin ... -->` and `NAME:end`."""
     blocks: dict[str, list[str]] = {}
     for key, (marker, heading, text) in SECTIONS.items():
@@ -754,9 +897,9 @@ def readme_blocks() -> dict[str, str]:
     return {marker: "\n".join(lines).rstrip("\n") for marker, lines in blocks.items()}
 
 
-def update_readme(text: str) -> str:
-    """README text with every generated block replaced by the catalogue's current one."""
-    for marker, block in readme_blocks().items():
+def update_generated(text: str) -> str:
+    """A document's text with every generated block replaced by the catalogue's current one."""
+    for marker, block in generated_blocks().items():
         begin = text.index(f"<!-- {marker}:begin")
         start = text.index("-->", begin) + len("-->")
         end = text.index(f"<!-- {marker}:end -->", start)
@@ -765,15 +908,15 @@ def update_readme(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m deepracer_exporter.catalogue [README.md]`: print the generated blocks, or
-    rewrite them in the given README."""
+    """`python -m deepracer_exporter.catalogue [docs/metrics.md]`: print the generated blocks,
+    or rewrite them in the given document."""
     if not argv:
-        for marker, block in readme_blocks().items():
+        for marker, block in generated_blocks().items():
             print(f"<!-- {marker} -->\n{block}")
         return 0
     with open(argv[0], encoding="utf-8") as f:
         text = f.read()
-    new = update_readme(text)
+    new = update_generated(text)
     if new != text:
         with open(argv[0], "w", encoding="utf-8") as f:
             f.write(new)

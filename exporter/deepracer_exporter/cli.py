@@ -1,4 +1,4 @@
-"""Command line: serve, --once, --check-config, demo and simulate."""
+"""Command line: serve, --once, --check-config, check, demo and simulate."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -45,15 +46,27 @@ def _registry() -> CollectorRegistry:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .lograte import LineFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(p: argparse.ArgumentParser, default: str = "info") -> None:
+    p.add_argument("--log-level", default=default, type=str.lower, choices=LOG_LEVELS,
+                   help=f"{', '.join(LOG_LEVELS)} (default {default})")
 
 
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepracer-exporter",
         description="Prometheus exporter for AWS DeepRacer training progress. "
-                    "Subcommands: 'demo' (embedded default, no cloud account) and 'simulate'.")
+                    "Subcommands: 'check' (what your bucket or folder holds), 'demo' (embedded "
+                    "default, no cloud account) and 'simulate'.")
     p.add_argument("--config", required=True, help="YAML configuration file")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true",
@@ -67,7 +80,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--once-timeout", default="5m", metavar="DURATION",
                    help="with --once: how long to wait for every model's first refresh "
                         "(default 5m)")
-    p.add_argument("--log-level", default="info")
+    _log_level(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -93,6 +106,22 @@ def _describe(config: Config, path: str) -> str:
     return "\n".join(lines)
 
 
+def _check_config(config: Config, path: str) -> int:
+    from .preflight import port_in_use, startup_problems
+
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # no "Found credentials" line here
+    problems = startup_problems(config)
+    if problems:
+        print(f"{path}: the file is valid but the exporter would not start or read:\n" +
+              "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return 2
+    print(_describe(config, path))
+    if port_in_use(config):
+        print(f"  note: port {config.listen_port} is in use now; a start fails unless that is "
+              f"this exporter running (a reload keeps its port)")
+    return 0
+
+
 def _serve(config: Config, path: str, web: WebConfig | None) -> int:
     from .app import Exporter
 
@@ -108,29 +137,27 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
     gc.collect()
     gc.freeze()
     gc.enable()
+    # Signals are acted on here, one read at a time, from the bytes (signal numbers) that the
+    # C-level handler writes to the wake-up fd in whichever thread the kernel delivers them to.
+    # A flag set by a Python handler lost SIGTERM right behind SIGHUP (systemd's and Docker's
+    # reload-then-stop), and a main thread waiting on a lock is not woken by a signal that
+    # another thread took. Set before the "serving" line, which says the process is ready.
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+
+    def replace_default_action(signum: int, frame: Any) -> None:
+        """The signal is acted on below, from the wake-up fd."""
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, replace_default_action)
     scheme = "https" if web is not None and web.tls is not None else "http"
     log.info("serving %s://%s:%d/metrics (%d models; refresh every %gs)", scheme,
              config.listen_host, exporter.port, len(exporter.snapshot.models),
              config.refresh_interval)
-    stop = threading.Event()
-    reload = threading.Event()
-
-    def on_stop(signum: int, frame: Any) -> None:
-        stop.set()
-
-    def on_hup(signum: int, frame: Any) -> None:
-        reload.set()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
     while True:
-        stop.wait()
-        if not reload.is_set():
+        if set(wake_r.recv(64)) != {signal.SIGHUP}:
             break
-        stop.clear()
-        reload.clear()
         try:
             new = load_config(path)
         except ConfigInvalid as exc:
@@ -139,6 +166,9 @@ def _serve(config: Config, path: str, web: WebConfig | None) -> int:
         exporter.reload(new)
         log.info("reloaded %s: %d models, %d discover entries", path, len(new.models),
                  len(new.discover))
+    signal.set_wakeup_fd(-1)
+    wake_r.close()
+    wake_w.close()
     exporter.stop()
     return 0
 
@@ -206,8 +236,7 @@ def _serve_command(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     if args.check_config:
-        print(_describe(config, args.config))
-        return 0
+        return _check_config(config, args.config)
     try:
         if args.once:
             return _once(config, once_timeout)
@@ -235,8 +264,11 @@ def _simulate_parser(prog: str, demo: bool) -> argparse.ArgumentParser:
         p.add_argument("--no-push-episodes", action="store_true",
                        help="with --push-to, push only the trainer's epochs, not the "
                             "simulator's episode lines")
+        p.add_argument("--print-trainer-log", action="store_true",
+                       help="print the first model's trainer log (Policy training> and "
+                            "Checkpoint> lines) on stdout, as DRfC's SageMaker container does")
     p.add_argument("--interval", default="0.5s", help="time between simulated episodes")
-    p.add_argument("--log-level", default="info")
+    _log_level(p)
     return p
 
 
@@ -264,7 +296,9 @@ def _main_simulate(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     run_simulate(client, args.bucket, interval, stop, push_to,
-                 push_episodes=not args.no_push_episodes)
+                 push_episodes=not args.no_push_episodes,
+                 trainer_log=(lambda line: print(line, flush=True)) if args.print_trainer_log
+                 else None)
     return 0
 
 
@@ -285,8 +319,42 @@ def _main_demo(argv: list[str]) -> int:
     return run_demo(args.listen, refresh, interval, stop, _registry())
 
 
+def _main_check(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="deepracer-exporter check",
+        description="Connect with the configured credentials, read every model once and say "
+                    "what was found and what is missing; exit 1 when nothing can be read.")
+    p.add_argument("--config", required=True, help="YAML configuration file")
+    p.add_argument("--timeout", default="2m", metavar="DURATION",
+                   help="how long to wait for every model to be read (default 2m)")
+    _log_level(p, default="error")
+    args = p.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+        timeout = parse_duration(args.timeout)
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f"--timeout: expected a duration like 2m, got {args.timeout!r}", file=sys.stderr)
+        return 2
+    from .preflight import startup_problems
+    from .probe import check
+
+    problems = [p for p in startup_problems(config) if not p.startswith(("listen", "telegraf"))]
+    if problems:  # a missing directory or profile: nothing to connect with
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    lines, status = check(config, _stores(config), timeout)
+    print("\n".join(lines))
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "check":
+        return _main_check(args[1:])
     if args and args[0] == "demo":
         return _main_demo(args[1:])
     if args and args[0] == "simulate":

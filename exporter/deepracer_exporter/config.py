@@ -203,6 +203,26 @@ def _iteration_stats(value: object) -> IterationStats:
     return _stats_table(chosen)
 
 
+def _socket_path(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or _CONTROL.search(value):
+        raise _Bad("expected the absolute path of a unix socket, such as /var/run/docker.sock")
+    return value
+
+
+def _refuse(expected: str) -> str:
+    raise _Bad(expected)
+
+
+def _pattern(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Bad("expected a regular expression, such as '-algo-\\d+-'")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _Bad(f"not a valid regular expression ({exc})") from None
+    return value
+
+
 def _optional(read: Callable[[object], T]) -> Callable[[object], T | None]:
     return lambda value: None if value is None else read(value)
 
@@ -237,6 +257,24 @@ ITERATION_STATS = Key("iteration_stats", "default", _iteration_stats,
 TELEGRAF_LISTEN = Key("telegraf.listen", None, _optional(_address("0.0.0.0:8092")),
                       "UDP HOST:PORT for deepracer-for-cloud's Telegraf push; "
                       "no 'telegraf' section = off")
+DOCKER_SOCKET = Key("docker.socket", "/var/run/docker.sock", _socket_path,
+                    "the Docker Engine's unix socket, to follow the trainer containers' logs; "
+                    "no 'docker' section = off")
+DOCKER_CONTAINERS = Key("docker.containers", r"-algo-\d+-", _pattern,
+                        "regular expression searched in container names (default: DRfC's "
+                        "SageMaker containers, <tmp>-algo-<n>-<id>)")
+DOCKER_POLL_INTERVAL = Key("docker.poll_interval", "5s", _duration(0.1),
+                           "time between two listings of the containers")
+CLOUDWATCH_LOG_GROUP = Key("cloudwatch.log_group", "/aws/deepracer/training/TrainingJobs",
+                           lambda v: _text(v) or _refuse("expected a log group name"),
+                           "CloudWatch Logs group of the trainers' output (DRfC: "
+                           "/deepracer-for-cloud); no 'cloudwatch' section = off")
+CLOUDWATCH_REGION = Key("cloudwatch.region", None, _text, "its region (absent: us-east-1)")
+CLOUDWATCH_PROFILE = Key("cloudwatch.profile", None, _text, "AWS profile (absent: the chain)")
+CLOUDWATCH_ENDPOINT_URL = Key("cloudwatch.endpoint_url", None, _endpoint,
+                              "CloudWatch Logs API endpoint; absent = AWS")
+CLOUDWATCH_POLL_INTERVAL = Key("cloudwatch.poll_interval", "60s", _duration(1.0),
+                               "time between two reads of the log group")
 S3_ENDPOINT_URL = Key("s3.endpoint_url", None, _endpoint, "S3 API endpoint (minio); "
                       "absent = AWS")
 S3_REGION = Key("s3.region", None, _text, "S3 region")
@@ -250,15 +288,28 @@ S3_MAX_ATTEMPTS = Key("s3.max_attempts", 3, _integer(1, 10), "S3 attempts per re
 SHARD_INDEX = Key("shard.index", 0, _integer(0, 1023), "this exporter's shard, from 0")
 SHARD_TOTAL = Key("shard.total", 1, _integer(1, 1024), "number of shards")
 
+
+def _folder(value: object) -> str | None:
+    text = _text(value)
+    if text is not None and not Path(text).is_dir():
+        raise _Bad(f"no such directory: {text!r}")
+    return text
+
+
+TRACKS_DIR = Key("tracks_dir", None, _folder, "folder of track waypoint files "
+                 "(<WORLD_NAME>.npy) for the track view; none = paths only")
+
 KEYS: tuple[Key[Any], ...] = (
     LISTEN, REFRESH_INTERVAL, MAX_REFRESH_INTERVAL,
     ROLLING_WINDOW, MAX_ITERATIONS, TOP_LAPS, MAX_EVALUATION_RUNS,
     MAX_OBJECT_BYTES, REFRESH_WORKERS, HISTORY_MAX_AGE, ITERATION_STATS, TELEGRAF_LISTEN,
+    DOCKER_SOCKET, DOCKER_CONTAINERS, DOCKER_POLL_INTERVAL, CLOUDWATCH_LOG_GROUP,
+    CLOUDWATCH_REGION, CLOUDWATCH_PROFILE, CLOUDWATCH_ENDPOINT_URL, CLOUDWATCH_POLL_INTERVAL,
     S3_ENDPOINT_URL, S3_REGION, S3_PROFILE, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,
     S3_SESSION_TOKEN, S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, S3_MAX_ATTEMPTS, SHARD_INDEX,
-    SHARD_TOTAL,
+    SHARD_TOTAL, TRACKS_DIR,
 )
-_SECTIONS = ("s3", "telegraf", "shard", "models", "discover")
+_SECTIONS = ("s3", "telegraf", "docker", "cloudwatch", "shard", "models", "discover")
 DEFAULT_LISTEN = str(LISTEN.written)
 
 
@@ -316,6 +367,26 @@ class DiscoverConfig:
 
 
 @dataclass(frozen=True)
+class DockerConfig:
+    """Follow the logs of the containers whose name matches `containers` (dockerlogs.py)."""
+
+    socket: str = DOCKER_SOCKET.default
+    containers: str = DOCKER_CONTAINERS.default
+    poll_interval: float = DOCKER_POLL_INTERVAL.default
+
+
+@dataclass(frozen=True)
+class CloudWatchConfig:
+    """Read the trainers' output from a CloudWatch Logs group (cloudwatchlogs.py)."""
+
+    log_group: str = CLOUDWATCH_LOG_GROUP.default
+    region: str | None = CLOUDWATCH_REGION.default
+    profile: str | None = CLOUDWATCH_PROFILE.default
+    endpoint_url: str | None = CLOUDWATCH_ENDPOINT_URL.default
+    poll_interval: float = CLOUDWATCH_POLL_INTERVAL.default
+
+
+@dataclass(frozen=True)
 class ShardConfig:
     index: int = SHARD_INDEX.default
     total: int = SHARD_TOTAL.default
@@ -336,10 +407,13 @@ class Config:
     history_max_age: float = HISTORY_MAX_AGE.default
     iteration_stats: IterationStats = ITERATION_STATS.default
     telegraf_listen: tuple[str, int] | None = TELEGRAF_LISTEN.default
+    docker: DockerConfig | None = None  # no 'docker' section: no container is followed
+    cloudwatch: CloudWatchConfig | None = None  # no 'cloudwatch' section: none read
     s3: S3Settings = field(default_factory=S3Settings)
     models: tuple[ModelConfig, ...] = ()
     discover: tuple[DiscoverConfig, ...] = ()
     shard: ShardConfig = field(default_factory=ShardConfig)
+    tracks_dir: str | None = TRACKS_DIR.default
 
 
 def reference() -> Iterator[tuple[str, str, str]]:
@@ -585,6 +659,21 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
             c.errors.append("telegraf.listen: required (UDP HOST:PORT such as "
                             "'0.0.0.0:8092'); remove the section to turn the listener off")
         telegraf_listen = c.read(telegraf, TELEGRAF_LISTEN, "telegraf")
+    docker = None
+    if "docker" in raw:
+        body = _section(c, raw, "docker")
+        docker = DockerConfig(c.read(body, DOCKER_SOCKET, "docker"),
+                              c.read(body, DOCKER_CONTAINERS, "docker"),
+                              c.read(body, DOCKER_POLL_INTERVAL, "docker"))
+    cloudwatch = None
+    if "cloudwatch" in raw:
+        body = _section(c, raw, "cloudwatch")
+        cloudwatch = CloudWatchConfig(
+            c.read(body, CLOUDWATCH_LOG_GROUP, "cloudwatch"),
+            c.read(body, CLOUDWATCH_REGION, "cloudwatch"),
+            c.read(body, CLOUDWATCH_PROFILE, "cloudwatch"),
+            c.read(body, CLOUDWATCH_ENDPOINT_URL, "cloudwatch"),
+            c.read(body, CLOUDWATCH_POLL_INTERVAL, "cloudwatch"))
     models = tuple(m for p, r in c.items(raw, "models") if (m := _model(c, p, r)) is not None)
     discover = tuple(_discover(c, p, r) for p, r in c.items(raw, "discover"))
     seen: set[str] = set()
@@ -613,10 +702,13 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
         history_max_age=c.read(raw, HISTORY_MAX_AGE),
         iteration_stats=c.read(raw, ITERATION_STATS),
         telegraf_listen=telegraf_listen,
+        docker=docker,
+        cloudwatch=cloudwatch,
         s3=s3,
         models=models,
         discover=discover,
         shard=ShardConfig(index=index, total=total),
+        tracks_dir=c.read(raw, TRACKS_DIR),
     )
     if c.errors:
         raise ConfigInvalid(f"{source}: invalid configuration:\n" +

@@ -12,6 +12,7 @@ families and panels have data too.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from .app import Exporter, StoreFactory, make_s3_client
 from .config import Config, DiscoverConfig, S3Settings
-from .simulate import TrainingSpec, UdpPusher, run_simulation
+from .simulate import DEMO_TRACK, TrainingSpec, UdpPusher, demo_track_npy, run_simulation
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -37,18 +38,22 @@ LOOPBACK = "127.0.0.1"
 
 
 def run_simulate(client: Any, bucket: str, interval: float, stop: threading.Event,
-                 push_to: tuple[str, int] | None = None, *, push_episodes: bool = True) -> None:
+                 push_to: tuple[str, int] | None = None, *, push_episodes: bool = True,
+                 trainer_log: Callable[[str], None] | None = None) -> None:
     """Write the demo models' training into `bucket` (created if missing) until stopped.
 
     With `push_to` (HOST, PORT), also push there over UDP what DRfC's trainer (and, with
-    `push_episodes`, its simulator) push to DR_TELEGRAF_HOST:DR_TELEGRAF_PORT.
+    `push_episodes`, its simulator) push to DR_TELEGRAF_HOST:DR_TELEGRAF_PORT. With
+    `trainer_log` (e.g. print), hand it the first demo model's trainer stdout lines, so the
+    container running this has the log a SageMaker trainer container has (docs/compose.md).
     """
     _simulate(client, bucket, interval, stop, None if push_to is None else (lambda: push_to),
-              push_episodes)
+              push_episodes, trainer_log)
 
 
 def _simulate(client: Any, bucket: str, interval: float, stop: threading.Event,
-              push_to: Callable[[], tuple[str, int] | None] | None, push_episodes: bool) -> None:
+              push_to: Callable[[], tuple[str, int] | None] | None, push_episodes: bool,
+              trainer_log: Callable[[str], None] | None = None) -> None:
     try:
         client.create_bucket(Bucket=bucket)
     except client.exceptions.BucketAlreadyOwnedByYou:
@@ -71,15 +76,17 @@ def _simulate(client: Any, bucket: str, interval: float, stop: threading.Event,
              "" if pusher is None else ", pushing DRfC's metrics over UDP")
     try:
         run_simulation(put, list(DEMO_MODELS), interval, stop, delete_object=delete,
-                       push=pusher, push_episodes=push_episodes)
+                       push=pusher, push_episodes=push_episodes, trainer_log=trainer_log)
     finally:
         if pusher is not None:
             pusher.close()
 
 
-def demo_config(listen: tuple[str, int], refresh: float, s3: S3Settings) -> Config:
+def demo_config(listen: tuple[str, int], refresh: float, s3: S3Settings,
+                tracks_dir: str | None = None) -> Config:
     """The exporter of the demo: discovers every model in the demo bucket, and takes DRfC's
-    metrics push on loopback (a free port: the simulated trainer is told which)."""
+    metrics push on loopback (a free port: the simulated trainer is told which); the simulated
+    training's track file is in `tracks_dir`."""
     return Config(
         listen_host=listen[0],
         listen_port=listen[1],
@@ -87,6 +94,7 @@ def demo_config(listen: tuple[str, int], refresh: float, s3: S3Settings) -> Conf
         s3=s3,
         discover=(DiscoverConfig(bucket=DEMO_BUCKET),),
         telegraf_listen=(LOOPBACK, 0),
+        tracks_dir=tracks_dir,
     )
 
 
@@ -105,6 +113,7 @@ class Demo:
         self._registry = registry
         self._s3 = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
         self._stop = threading.Event()
+        self._tracks = tempfile.TemporaryDirectory(prefix="deepracer-demo-tracks-")
         self._sim: threading.Thread | None = None
         self.endpoint = ""
         self.exporter: Exporter | None = None
@@ -118,8 +127,10 @@ class Demo:
                               access_key_id="demo", secret_access_key="demo")
         client = make_s3_client(settings)
         client.create_bucket(Bucket=DEMO_BUCKET)
+        with open(f"{self._tracks.name}/{DEMO_TRACK}.npy", "wb") as track:
+            track.write(demo_track_npy())
         exporter = self.exporter = Exporter(
-            demo_config(self._listen, self._refresh, settings),
+            demo_config(self._listen, self._refresh, settings, self._tracks.name),
             StoreFactory(lambda: make_s3_client(settings)), registry=self._registry)
 
         def push_to() -> tuple[str, int] | None:
@@ -145,6 +156,7 @@ class Demo:
         if self.exporter is not None:
             self.exporter.stop()
         self._s3.stop()
+        self._tracks.cleanup()
 
 
 def run_demo(listen: str, refresh: float, interval: float, stop: threading.Event,

@@ -1,7 +1,7 @@
 """Pure derivation: workers' columns of every round -> per-iteration statistics.
 
 Numbers follow deepracer-utils' `TrainingMetrics` (`_loadRound`, `addRound`, `getSummary`,
-`plotProgress`) except where it is wrong, which is documented in README.md ("How numbers are
+`plotProgress`) except where it is wrong, which is documented in docs/metrics.md ("How numbers are
 derived"):
 - episodes per iteration come from `num_episodes_between_training` split over the workers (the
   lowest worker indexes take the extra episodes of an uneven split) when hyperparameters are
@@ -11,7 +11,7 @@ derived"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -116,17 +116,22 @@ class Lap:
 class Derived:
     table: IterationTable  # per-iteration statistics, sorted by (iteration, phase); capped
     latest_iteration: int  # -1 when there is no training episode
+    latest_iteration_episodes: int  # training episodes the latest iteration has so far
+    unfinished_iteration: int  # the latest iteration while it lacks episodes; else -1
     latest_round: int
     episodes_per_iteration: int
     episodes_per_iteration_source: str  # hyperparameters | trial | none
     workers: int
     finished: bool
+    round_training_episodes: int  # training episodes of the latest round
+    max_episodes: int | None  # term_cond_max_episodes of the latest round, when known
+    round_starts: tuple[tuple[int, int], ...]  # (round, its first master iteration), in order
     best_lap: dict[str, float]  # phase -> seconds
     best_laps: tuple[Lap, ...]  # (phase-major) top-k per phase, fastest first
     episodes_by_status: dict[tuple[str, str], int]  # (phase, status) -> count
-    rolling_completion: dict[str, float]  # phase -> rolling mean completion at latest row
+    rolling_completion: dict[str, float]  # phase -> rolling mean at the latest finished row
     rolling_reward: dict[str, float]
-    plateau: dict[tuple[str, str], int]  # (phase, metric) -> iterations since best rolling
+    plateau: dict[tuple[str, str], int]  # (phase, metric) -> finished iterations since best
     skipped_records: int
 
     @cached_property
@@ -160,21 +165,30 @@ def _episodes_per_worker(rnd: RoundInput) -> tuple[dict[int, int], str]:
 
 def _rolling(values: FloatArray, window: int) -> FloatArray:
     """pandas `Series.rolling(window, min_periods=1).mean()` of each column of `values`
-    (rows, columns): mean of the non-NaN values."""
-    n = values.shape[0]
+    (rows, columns): mean of the non-NaN values.
+
+    O(rows) in time and memory whatever the window: the rows are cut into blocks of `window`,
+    and a window ending in block k is a suffix of block k-1 plus a prefix of block k, both
+    cumulative sums inside their block. Rounding therefore grows with the window, not with the
+    number of rows (a running sum over every row would lose digits on long trainings)."""
+    n, c = values.shape
     if n == 0:
         return np.zeros(values.shape)
     w = min(window, n)
-    padded = np.concatenate((np.full((values.shape[1], w - 1), np.nan), values.T), axis=1)
-    # Row i of a column holds its values[i-w+1 .. i]; each window is summed on its own, as
-    # pandas does.
-    windows = np.lib.stride_tricks.sliding_window_view(padded, w, axis=1)
-    present = ~np.isnan(windows)
-    counts = present.sum(axis=2)
-    sums = np.where(present, windows, 0.0).sum(axis=2)
+    blocks = -(-n // w)
+    present = ~np.isnan(values)
+    pad = ((0, blocks * w - n), (0, 0))
+    x = np.pad(np.where(present, values, 0.0), pad).reshape(blocks, w, c)
+    k = np.pad(present.astype(np.int64), pad).reshape(blocks, w, c)
+    sums = np.cumsum(x, axis=1)
+    counts = np.cumsum(k, axis=1)
+    # Row j of block b also takes rows j+1.. of block b-1 (its suffix sums).
+    sums[1:, :-1] += np.cumsum(x[:-1, :0:-1], axis=1)[:, ::-1]
+    counts[1:, :-1] += np.cumsum(k[:-1, :0:-1], axis=1)[:, ::-1]
+    sums, counts = sums.reshape(-1, c)[:n], counts.reshape(-1, c)[:n]
     with np.errstate(invalid="ignore", divide="ignore"):
         out: FloatArray = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return out.T
+    return out
 
 
 def _group_stats(gid: IntArray, ngroups: int, values: FloatArray) -> FloatArray:
@@ -266,6 +280,9 @@ def derive(rounds: list[RoundInput], *, rolling_window: int = 5, max_iterations:
     workers = 0
     finished = False
     latest_round = 0
+    round_episodes = 0
+    max_episodes: int | None = None
+    starts: list[tuple[int, int]] = []
     for rnum, rnd in enumerate(rounds, start=1):
         per_worker, source = _episodes_per_worker(rnd)
         round_max = -1
@@ -293,15 +310,20 @@ def derive(rounds: list[RoundInput], *, rolling_window: int = 5, max_iterations:
             epi_source = source
             workers = len(rnd.workers)
             finished = bool(rnd.max_episodes and round_training >= rnd.max_episodes)
+            round_episodes = round_training
+            max_episodes = rnd.max_episodes
         if round_max >= 0:
+            starts.append((rnum, offset))
             # deepracer-utils: master_iteration = max(previous rounds' master_iteration) + 1 + it
             offset += round_max + 1
     # One worker of one round (the usual case) is used as it is, not copied by concatenate.
     cat = {k: (v[0] if len(v) == 1 else np.concatenate(v) if v else np.zeros(0, np.int64 if k in (
         "round", "iter", "episode", "worker", "phase", "status") else np.float64))
         for k, v in parts.items()}
-    return _summarise(cat, rolling_window, max_iterations, top_laps, latest_round, epi_total,
-                      epi_source, workers, finished, skipped)
+    summary = _summarise(cat, rolling_window, max_iterations, top_laps, latest_round,
+                         epi_total, epi_source, workers, finished, skipped)
+    return replace(summary, round_training_episodes=round_episodes, max_episodes=max_episodes,
+                   round_starts=tuple(starts))
 
 
 def _status_counts(gid: IntArray, status: IntArray, ngroups: int) -> IntArray:
@@ -352,6 +374,14 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
     if nrows:
         round_of[inverse] = cat["round"]
     complete = (status == LAP_COMPLETE)
+    # The latest iteration is unfinished while it has fewer training episodes than an iteration
+    # plays: its mean would move as episodes arrive, so no rolling mean or "best" counts it (its
+    # own rows are still exported and drawn, marked as such).
+    trained = np.bincount(inverse[phase == 0], minlength=nrows)
+    latest_row = int(np.flatnonzero(trained)[-1]) if trained.any() else -1
+    unfinished = np.zeros(nrows, np.bool_)
+    if latest_row >= 0 and not finished and trained[latest_row] < epi_total:
+        unfinished[latest_row] = True
     values = np.stack((cat["reward"], cat["completion"], cat["time"]))
     per_phase: dict[int, dict[str, np.ndarray]] = {}
     for p in range(len(PHASES)):
@@ -360,7 +390,7 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
         counts = np.bincount(gid, minlength=nrows)
         comp = complete[sel]
         reward, completion, time, lap = _phase_stats(gid, nrows, values[:, sel], comp)
-        occurred = counts > 0
+        occurred = (counts > 0) & ~unfinished
         per_phase[p] = {
             "count": counts,
             "reward": reward,
@@ -373,6 +403,8 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
             "rolling_completion": _rolling(np.where(occurred[:, None], completion, np.nan),
                                            window),
         }
+        per_phase[p]["rolling_reward"][unfinished] = np.nan
+        per_phase[p]["rolling_completion"][unfinished] = np.nan
     table = _table(per_phase, keys, round_of, max(0, nrows - max_iterations))
 
     training_iters = iters[phase == 0]
@@ -417,11 +449,16 @@ def _summarise(cat: dict[str, np.ndarray], window: int, max_iterations: int, top
     return Derived(
         table=table,
         latest_iteration=int(training_iters.max()) if training_iters.size else -1,
+        latest_iteration_episodes=int(trained[latest_row]) if latest_row >= 0 else 0,
+        unfinished_iteration=int(keys[latest_row]) if unfinished.any() else -1,
         latest_round=latest_round,
         episodes_per_iteration=epi_total,
         episodes_per_iteration_source=epi_source,
         workers=workers,
         finished=finished,
+        round_training_episodes=0,
+        max_episodes=None,
+        round_starts=(),
         best_lap=best_lap,
         best_laps=tuple(laps),
         episodes_by_status=by_status,

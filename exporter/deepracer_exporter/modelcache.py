@@ -23,15 +23,16 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from . import layouts, polling, sidefiles, simtrace, tail
+from . import analysis, layouts, polling, sidefiles, simtrace, tail, track
 from .config import ModelConfig
 from .derive import Derived, RoundInput, _episodes_per_worker, derive
 from .lograte import LogLimiter
+from .logreader import TrainerLog
 from .parse import Columns, MetricsFileError
 from .snapshot import Health, ModelExtras, ModelSnapshot, Simulator, SimulatorIteration
 from .sources import REASONS, Fetched, ObjectInfo, ObjectStore, SourceError
@@ -62,6 +63,7 @@ class DeriveSettings:
     history_max_age: float = math.inf  # the global one; a model's own setting wins
     refresh_interval: float = 15.0
     max_refresh_interval: float = 600.0  # a finished or idle model's (polling.py)
+    tracks_dir: str | None = None  # track waypoint files (<WORLD_NAME>.npy) for the track view
 
     def derivation(self) -> tuple[int, int, int]:
         """The settings the derived numbers depend on: a change re-derives cached models."""
@@ -173,6 +175,7 @@ class _Trace:
     key: layouts.SimtraceKey
     folder: str  # the folder listed to find it
     steps: simtrace.WorkerSteps | None
+    episodes: analysis.FileEpisodes | None = None
 
 
 def _latest_round_offset(rounds: list[RoundInput]) -> int:
@@ -200,12 +203,13 @@ def _parse_hyper(body: bytes | bytearray) -> _Hyper:
                   tuple(sorted(sidefiles.hyperparameter_info_labels(body).items())))
 
 
-Metadata = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, float], ...]]
+Metadata = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, float], ...],
+                 tuple[analysis.Action, ...]]
 
 
 def _parse_metadata(body: bytes | bytearray) -> Metadata:
     return (tuple(sidefiles.model_info_labels(body).items()),
-            tuple(sidefiles.action_space_bounds(body).items()))
+            tuple(sidefiles.action_space_bounds(body).items()), analysis.discrete_actions(body))
 
 
 @dataclass
@@ -241,9 +245,13 @@ class ModelCache:
         self._runs: dict[str, tuple[str, sidefiles.EvaluationRun]] = {}
         self._traces: dict[str, _Trace] = {}
         self._simulator: Simulator | None = None
+        self._analysis: tuple[object, analysis.ModelAnalysis | None] = (None, None)
+        self._world: _Side = _Side(None, None, None)  # training_params.yaml's WORLD_NAME
+        self._tracks: track.TrackFiles | None = None
         self._simulator_basis: object = None  # what `_simulator` was computed from
         self._folders: dict[str, tuple[str, ...]] = {}  # round prefix -> its simtrace folders
         self._extras = ModelExtras()
+        self._trainer_log = TrainerLog(settings.max_iterations, monotonic)  # console/DRoA exports
         self._derived: Derived | None = None
         self._last_update: float | None = None
         self._last_success: float | None = None
@@ -471,7 +479,7 @@ class ModelCache:
         checkpoints = self._side_value(f"{prefix}/model/deepracer_checkpoints.json",
                                        sidefiles.parse_checkpoints, per_iteration)
         all_runs = [run for _, run in self._runs.values()]
-        labels, bounds = metadata.value if metadata.value is not None else ((), ())
+        labels, bounds, actions = metadata.value if metadata.value is not None else ((), (), ())
         return ModelExtras(
             evaluation_runs=sidefiles.latest_runs(all_runs, self._settings.max_evaluation_runs),
             evaluation_run_count=len(all_runs),
@@ -483,6 +491,9 @@ class ModelCache:
             checkpoints=checkpoints.value,
             checkpoints_updated=checkpoints.last_modified if checkpoints.value else None,
             simulator=self._simulator,
+            analysis=self._analysed(actions),
+            policy=self._trainer_log.refresh(self._store, prefix, self._objects,
+                                             self._settings.max_object_bytes, self._side_failure),
         )
 
     # -- simtrace ------------------------------------------------------------------------------
@@ -548,6 +559,12 @@ class ModelCache:
         if basis != self._simulator_basis:
             self._simulator_basis = basis
             self._simulator = self._simulator_figures(offset) if traces else None
+            for params in ("training_params.yaml", "training_params_1.yaml") if traces else ():
+                # once per new simtrace file (the track may change with it); DRfC's multi-config
+                # training writes only a file per worker, the first being worker 0's
+                self._world, _ = self._read_side(f"{latest}/{params}", analysis.world_name)
+                if self._world.etag is not None:
+                    break
 
     def _read_next_iterations(self, latest: str, upto: int) -> dict[str, _Trace] | None:
         """The training files of the iterations from the newest known one of each worker folder
@@ -623,6 +640,7 @@ class ModelCache:
         and logged once, keeps the previous figures and is not read again at this ETag; one
         that could not be read (timeout, unreachable) is tried again next refresh."""
         previous = cached.steps if cached is not None else None
+        kept = cached.episodes if cached is not None else None
         bound = min(SIMTRACE_MAX_BYTES, self._settings.max_object_bytes)
         etag = obj.etag
         try:
@@ -633,18 +651,43 @@ class ModelCache:
             etag = got.etag
             self._downloaded += 1
             self._bytes += len(got.body or b"")
-            steps = simtrace.worker_steps(simtrace.parse_simtrace(got.body or b""))
-            return _Trace(got.etag, key, folder, steps)
+            cols = simtrace.parse_simtrace(got.body or b"")
+            return _Trace(got.etag, key, folder, simtrace.worker_steps(cols),
+                          analysis.reduce_file(cols) if key.kind == layouts.TRAINING else None)
         except MetricsFileError as exc:
             self._side_failure(obj.key, exc)
-            return _Trace(etag, key, folder, previous)
+            return _Trace(etag, key, folder, previous, kept)
         except SourceError as exc:
             if exc.reason == "not_found":  # deleted since the listing
                 return None
             self._side_failure(obj.key, exc)
             if exc.reason == "too_large":
-                return _Trace(obj.etag, key, folder, previous)
+                return _Trace(obj.etag, key, folder, previous, kept)
             return cached
+
+    def _analysed(self, actions: tuple[analysis.Action, ...]) -> analysis.ModelAnalysis | None:
+        """The training analysis, computed again only when its inputs changed; afterwards only
+        the files the track view draws keep their positions."""
+        name = self._world.value if isinstance(self._world.value, str) else None
+        folder = self._settings.tracks_dir
+        if folder is not None and (self._tracks is None or str(self._tracks.folder) != folder):
+            self._tracks = track.TrackFiles(folder)
+        try:
+            shape = self._tracks.load(name) if self._tracks and folder and name else None
+        except MetricsFileError as exc:
+            self._side_failure(f"{folder}/{name}.npy", exc)
+            shape = None
+        basis = (self._simulator_basis, actions, name, shape)
+        if basis != self._analysis[0]:
+            files = {(t.key.iteration, t.key.worker): t.episodes for t in self._traces.values()
+                     if t.key.kind == layouts.TRAINING and t.episodes is not None}
+            offset = self._simulator_basis[0] if isinstance(self._simulator_basis, tuple) else 0
+            result, keep = analysis.analyse(offset, files, actions, name, shape)
+            self._analysis = (basis, result)
+            self._traces = {n: t if t.episodes is None or (t.key.iteration, t.key.worker) in keep
+                            else replace(t, episodes=t.episodes.without_path())
+                            for n, t in self._traces.items()}
+        return self._analysis[1]
 
     def _simulator_figures(self, offset: int) -> Simulator:
         training: dict[int, dict[int, simtrace.WorkerSteps]] = {}

@@ -35,6 +35,7 @@ StoreFactory = Callable[[ModelConfig | DiscoverConfig], ObjectStore]
 T = TypeVar("T")
 Location = tuple[str | None, str | None]  # (bucket, directory)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NOT_UTF8 = re.compile(r"[\ud800-\udfff]")  # bytes of a folder name that did not decode
 _POLL = 1.0  # seconds between watchdog checks while a refresh runs outside a store call
 
 
@@ -55,11 +56,13 @@ def owned(model: ModelConfig, shard: ShardConfig) -> bool:
 
 
 def discover_prefixes(entry: DiscoverConfig, store: ObjectStore, known: set[str],
-                      polling: DiscoveryPolling) -> list[str]:
+                      polling: DiscoveryPolling | None = None) -> list[str]:
     """Prefixes directly under `entry.prefix` holding training metrics (DRfC or console).
 
     Prefixes in `known` are taken as they are, without listing their metrics again; of the
-    others, `polling` chooses which to check now (the rest stay what they were)."""
+    others, `polling` chooses which to check now (the rest stay what they were). Without it
+    (a one-off look) every other prefix is checked."""
+    polling = polling or DiscoveryPolling(time.monotonic)
     base = f"{entry.prefix}/" if entry.prefix else ""
     children = [child.rstrip("/") for child in store.list_children(base)]
     for prefix in polling.to_check(children, known):
@@ -226,7 +229,7 @@ class Refresher:
         c = self.config
         return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes,
                               c.max_evaluation_runs, c.history_max_age, c.refresh_interval,
-                              c.max_refresh_interval)
+                              c.max_refresh_interval, tracks_dir=c.tracks_dir)
 
     def _discover(self, entry: DiscoverConfig) -> tuple[list[str], bool]:
         """The entry's models: listed again when its polling says so, else as last listed."""
@@ -270,6 +273,12 @@ class Refresher:
                 if key in taken:
                     continue
                 taken.add(key)
+                if _NOT_UTF8.search(prefix):
+                    if self._log.failed(("utf-8", key), "utf-8"):
+                        log.warning("discovery of %s: skipping folder %r: its name is not "
+                                    "UTF-8, which a model name must be", entry.source_label,
+                                    prefix.encode("utf-8", "surrogateescape"))
+                    continue
                 if _CONTROL.search(prefix):
                     if self._log.failed(("control", key), "control"):
                         log.warning("discovery of %s: skipping prefix %r: it holds control "

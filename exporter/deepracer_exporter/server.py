@@ -6,9 +6,13 @@ collectors (process and platform) are read per scrape.
 
 Connections cost a file descriptor, not a thread: one loop thread accepts them, waits for
 requests on all of them at once (TLS handshakes included) and hands each complete request head
-to a small pool of workers. Idle and half-sent connections time out, the number of open ones is
-bounded (the least recently active idle one makes room for a new one), and running out of file
-descriptors is logged once and waited out instead of retried in a busy loop.
+to a small pool of workers. A worker makes the response (references to ready bytes, no copy),
+sends what the socket takes without blocking and leaves the rest to the loop, which sends it as
+the client reads: a client that does not read holds a file descriptor, never a worker, and
+nothing more is read from it until its response is out. Idle, half-sent and unread connections
+time out, the number of open ones is bounded (the least recently active one that no worker holds
+makes room for a new one), and running out of file descriptors is logged once and waited out
+instead of retried in a busy loop.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import logging
 import re
 import resource
@@ -43,6 +48,10 @@ _OUT_OF_FILES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
               b"Content-Length: 0\r\n\r\n")
 _ALLOW = "GET, HEAD"
+_IOV = 64  # buffers per sendmsg
+_TLS_CHUNK = 64 * 1024  # bytes per TLS send; one that would block is retried with the same bytes
+_READ = 16 * 1024  # bytes per recv
+_FRESH = 0.1  # seconds a new connection has to send its request before it can be evicted
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -79,7 +88,7 @@ class ServerLimits:
     workers: int = 8  # requests answered at once; a response is ready bytes, so few suffice
     idle_timeout: float = 60.0  # a connection with no request under way
     request_timeout: float = 10.0  # first byte (or TLS hello) to a complete request head
-    send_timeout: float = 30.0  # a client that stops reading its response
+    send_timeout: float = 30.0  # to take a whole response (a client that stops reading)
     max_head_bytes: int = 64 * 1024
     backlog: int = 128  # socketserver's 5 made 50 simultaneous connects wait for SYN retries
     out_of_files_pause: float = 0.5  # accept() failing with EMFILE: wait this long
@@ -99,23 +108,25 @@ class _Connection:
     active: float  # last time it did something (the idle one longest unused goes first)
     handshaking: bool = False
     busy: bool = False  # a worker is answering it
-    registered: bool = False  # in the selector: waiting for bytes
+    registered: int = 0  # the selector events it waits for (0: not in the selector)
     closing: bool = False  # refused: what still arrives is read and dropped until EOF
     buffer: bytearray = field(default_factory=bytearray)
+    output: deque[memoryview] = field(default_factory=deque)  # the response not yet sent
+    keep: bool = False  # kept alive once the response is out
 
 
-class _SocketWriter(io.BufferedIOBase):
-    """`wfile` for a handler: each write is one sendall (bounded by the send timeout)."""
+class _Output(io.BufferedIOBase):
+    """`wfile` for a handler: keeps what it is given (the rendered parts are not copied)."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        self._sock.sendall(data)
-        return len(memoryview(data))
+        self.parts.append(data if isinstance(data, bytes) else bytes(data))
+        return len(self.parts[-1])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -132,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.connection = self.request
         self.rfile = io.BytesIO(self._head)
-        self.wfile = _SocketWriter(self.request)
+        self.wfile = self.output = _Output()
 
     def handle(self) -> None:
         self.handle_one_request()
@@ -221,12 +232,14 @@ class MetricsServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
         self._connections: dict[socket.socket, _Connection] = {}
-        self._returned: deque[tuple[_Connection, bool]] = deque()
+        self._returned: deque[tuple[_Connection, int]] = deque()
         self._pool = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="http")
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
         self._accept_paused_until: float | None = None
+        self._listening = True  # the listening socket is in the selector
+        self._waiting: deque[tuple[socket.socket, Any]] = deque()  # accepted, not yet admitted
         self._out_of_files = False
 
     # --- the loop ----------------------------------------------------------------------
@@ -241,14 +254,17 @@ class MetricsServer:
                         self._accept()
                     elif key.data is None:
                         self._take_returned()
+                    elif key.data.output:
+                        self._flush(key.data)
                     else:
                         self._on_ready(key.data)
                 now = time.monotonic()
                 if self._accept_paused_until is not None and now >= self._accept_paused_until:
                     self._accept_paused_until = None
-                    self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
+                    self._listen(not self._waiting)
                 if now >= next_sweep:
                     self._expire(now)
+                    self._admit_waiting()
                     next_sweep = now + 0.25
         finally:
             self._stopped.set()
@@ -264,6 +280,8 @@ class MetricsServer:
         for conn in list(self._connections.values()):
             conn.sock.close()  # a worker still writing gets an error and drops it
         self._connections.clear()
+        for sock, _ in self._waiting:
+            sock.close()
         self._selector.close()
         self.socket.close()
         self._wake_r.close()
@@ -273,8 +291,19 @@ class MetricsServer:
         with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
             self._wake_w.send(b"x")
 
+    def _listen(self, on: bool) -> None:
+        """Accept connections, or leave them waiting in the listen backlog."""
+        if on != self._listening:
+            if on:
+                self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
+            else:
+                self._selector.unregister(self.socket)
+            self._listening = on
+
     def _accept(self) -> None:
         for _ in range(64):  # a burst, then back to the other connections
+            if not self._listening:
+                return
             try:
                 sock, address = self.socket.accept()
             except (BlockingIOError, InterruptedError):
@@ -296,13 +325,17 @@ class MetricsServer:
             log.error("cannot accept connections: %s (open connections: %d); retrying "
                       "every %gs", exc.strerror or exc, len(self._connections),
                       self.limits.out_of_files_pause)
-        self._selector.unregister(self.socket)
+        self._listen(False)
         self._accept_paused_until = time.monotonic() + self.limits.out_of_files_pause
         self._evict()
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
         if len(self._connections) >= self._max_connections and not self._evict():
-            sock.close()  # every connection is being answered: the newest one waits its turn
+            # Every connection is being answered (for a moment only: a worker never waits for
+            # a client) or has just arrived: this one is admitted when there is room, the next
+            # ones wait in the listen backlog.
+            self._waiting.append((sock, address))
+            self._listen(False)
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body at once
@@ -319,25 +352,41 @@ class MetricsServer:
             conn.handshaking = True
             conn.deadline = now + self.limits.request_timeout
         self._connections[conn.sock] = conn
-        self._watch(conn)
+        self._want(conn, selectors.EVENT_READ)
 
     def _evict(self) -> bool:
-        """Close the waiting connection longest unused; False when every one is busy."""
-        waiting = [c for c in self._connections.values() if not c.busy]
+        """Close a connection no worker holds: a client not reading its response first, then
+        an idle one, the one longest unused of them; False when every one is busy or new
+        (under a flood of new connections, each would close the one before it before its
+        request is read)."""
+        fresh = time.monotonic() - _FRESH
+        waiting = [c for c in self._connections.values() if not c.busy and c.active < fresh]
         if not waiting:
             return False
-        self._close(min(waiting, key=lambda c: c.active))
+        conn = min(waiting, key=lambda c: (not c.output, c.active))
+        with contextlib.suppress(OSError):  # a lingering close, as in _refuse: what the
+            for _ in range(16):  # client sent is dropped, so that it sees an end, not a reset
+                if not conn.sock.recv(65536):
+                    break
+        self._close(conn)
         return True
 
-    def _watch(self, conn: _Connection) -> None:
-        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-        conn.registered = True
+    def _want(self, conn: _Connection, events: int) -> None:
+        """Wait for `events` on the connection (0: not at all)."""
+        if events == conn.registered:
+            return
+        if not conn.registered:
+            self._selector.register(conn.sock, events, conn)
+        elif not events:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.registered = events
 
     def _close(self, conn: _Connection) -> None:
         self._connections.pop(conn.sock, None)
-        if conn.registered:
-            self._selector.unregister(conn.sock)
-            conn.registered = False
+        self._want(conn, 0)
+        conn.output.clear()
         conn.sock.close()
 
     def _expire(self, now: float) -> None:
@@ -351,7 +400,7 @@ class MetricsServer:
             return
         try:
             while True:
-                data = conn.sock.recv(65536)
+                data = conn.sock.recv(_READ)
                 if not data:
                     self._close(conn)
                     return
@@ -360,7 +409,10 @@ class MetricsServer:
                 if conn.closing:
                     continue
                 conn.buffer += data
-                if len(conn.buffer) > self.limits.max_head_bytes + 65536:
+                # One complete head is enough: pipelined requests wait in the socket (a
+                # client that sends many and never reads holds at most _READ bytes here).
+                if (_HEAD_END.search(conn.buffer, max(0, len(conn.buffer) - len(data) - 3))
+                        or len(conn.buffer) > self.limits.max_head_bytes):
                     break
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
@@ -376,10 +428,10 @@ class MetricsServer:
         try:
             conn.sock.do_handshake()
         except ssl.SSLWantReadError:
-            self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            self._want(conn, selectors.EVENT_READ)
             return False
         except ssl.SSLWantWriteError:
-            self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            self._want(conn, selectors.EVENT_WRITE)
             return False
         except (ssl.SSLError, OSError) as exc:  # plain HTTP, an untrusted client certificate
             log.debug("TLS handshake with %s failed: %s", conn.address, exc)
@@ -387,7 +439,7 @@ class MetricsServer:
             return False
         conn.handshaking = False
         conn.deadline = time.monotonic() + self.limits.idle_timeout
-        self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        self._want(conn, selectors.EVENT_READ)
         return True
 
     def _dispatch(self, conn: _Connection) -> None:
@@ -401,8 +453,7 @@ class MetricsServer:
         head = bytes(conn.buffer[:end.end()])
         del conn.buffer[:end.end()]
         conn.busy = True
-        self._selector.unregister(conn.sock)
-        conn.registered = False
+        self._want(conn, 0)  # nothing more is read until this response is out
         self._pool.submit(self._answer, conn, head)
 
     def _refuse(self, conn: _Connection) -> None:
@@ -424,30 +475,94 @@ class MetricsServer:
         except BlockingIOError:
             pass
         while self._returned:
-            conn, keep = self._returned.popleft()
+            conn, events = self._returned.popleft()
             conn.busy = False
-            if not keep or conn.sock not in self._connections:
+            if conn.sock not in self._connections:
                 self._close(conn)
-                continue
-            now = time.monotonic()
-            conn.active = now
-            conn.deadline = now + (self.limits.request_timeout if conn.buffer
-                                   else self.limits.idle_timeout)
-            self._watch(conn)
+            elif events:
+                self._want(conn, events)  # the rest of the response, as the client reads
+            else:
+                self._answered(conn)
+        self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        """Admit the connection waiting for room, if there is room now; then accept again."""
+        while self._waiting and (len(self._connections) < self._max_connections
+                                 or self._evict()):
+            self._admit(*self._waiting.popleft())
+        if not self._waiting and self._accept_paused_until is None:
+            self._listen(True)
+
+    def _flush(self, conn: _Connection) -> None:
+        try:
+            events = self._send_ready(conn)
+        except OSError as exc:  # reset, or gone
+            log.debug("connection from %s dropped while answering: %s", conn.address, exc)
+            self._close(conn)
+            return
+        conn.active = time.monotonic()
+        if events:
+            self._want(conn, events)
+        else:
+            self._answered(conn)
+
+    def _answered(self, conn: _Connection) -> None:
+        """The response is out: close, or wait for the next request."""
+        if not conn.keep:
+            self._close(conn)
+            return
+        now = time.monotonic()
+        conn.active = now
+        conn.deadline = now + (self.limits.request_timeout if conn.buffer
+                               else self.limits.idle_timeout)
+        self._want(conn, selectors.EVENT_READ)
+        if isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+            self._on_ready(conn)  # decrypted bytes the selector cannot see
+        else:
             self._dispatch(conn)  # a pipelined request may be waiting in the buffer
+
+    @staticmethod
+    def _send_ready(conn: _Connection) -> int:
+        """Send what the socket takes now, without blocking: 0 once the response is out, else
+        the selector event to wait for before sending more."""
+        out = conn.output
+        while out:
+            try:
+                if isinstance(conn.sock, ssl.SSLSocket):
+                    sent = conn.sock.send(out[0][:_TLS_CHUNK])
+                else:
+                    sent = conn.sock.sendmsg(list(itertools.islice(out, _IOV)))
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                return selectors.EVENT_WRITE
+            except ssl.SSLWantReadError:
+                return selectors.EVENT_READ
+            while sent:
+                size = len(out[0])
+                if sent < size:
+                    out[0] = out[0][sent:]
+                    break
+                out.popleft()
+                sent -= size
+        return 0
 
     # --- the workers -------------------------------------------------------------------
 
     def _answer(self, conn: _Connection, head: bytes) -> None:
-        keep = False
+        """Make the response and send what the socket takes now; the loop sends the rest."""
+        events = 0
         try:
-            conn.sock.settimeout(self.limits.send_timeout)
             handler = _Handler(conn.sock, head, conn.address, self)
-            keep = not handler.close_connection
-            conn.sock.setblocking(False)
-        except (OSError, ValueError) as exc:  # hung up, reset, send timeout, socket closed
+            conn.keep = not handler.close_connection
+            conn.output.extend(memoryview(part) for part in handler.output.parts if part)
+            conn.deadline = time.monotonic() + self.limits.send_timeout
+            events = self._send_ready(conn)
+        except (OSError, ValueError) as exc:  # hung up, reset, socket closed
             log.debug("connection from %s dropped while answering: %s", conn.address, exc)
+            conn.keep = False
+            conn.output.clear()
         except Exception:
             log.exception("error answering a request from %s", conn.address)
-        self._returned.append((conn, keep))
+            conn.keep = False
+            conn.output.clear()
+        self._returned.append((conn, events))
         self._wake()

@@ -21,8 +21,8 @@ are ordered by wall clock (pandas' unstable sort leaves their order, and so the 
 chance), and policy time is only the gap to the *next* iteration (deepracer-utils takes the next
 one present, so a missing file would add a whole iteration to it).
 
-A file is reduced to a `WorkerSteps` (a few numbers) right after parsing, so the model cache keeps
-no rows.
+A file is reduced to a `WorkerSteps` (a few numbers) and, from the same parse, to its episodes'
+aggregates (analysis.py) right after parsing, so the model cache keeps no rows.
 """
 
 from __future__ import annotations
@@ -43,9 +43,32 @@ BoolArray = npt.NDArray[np.bool_]
 
 REQUIRED_COLUMNS = ("episode", "steps", "tstamp", "episode_status")
 WALL_CLOCK = "wall_clock"
+# What the training analysis (analysis.py) reads beside step timing; every simulator since 2019
+# writes them. A file without one of them still gives its step timing.
+TRACE_COLUMNS = ("X", "Y", "steer", "throttle", "action", "reward", "progress",
+                 "closest_waypoint")
+# episode_status values, as small codes (`TraceColumns.status`); anything else is OTHER.
+STATUSES = ("in_progress", "prepare", "off_track", "crashed", "lap_complete", "reversed",
+            "immobilized", "time_up", "pause")
+OTHER_STATUS = len(STATUSES)
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
+
+
+@dataclass(frozen=True, eq=False)
+class TraceColumns:
+    """Where the car was and what it did at each row (the analysis' input), in file order."""
+
+    x: FloatArray  # metres
+    y: FloatArray
+    steering_angle: FloatArray  # degrees (`steer`)
+    speed: FloatArray  # metres per second (`throttle`)
+    action: IntArray  # index into a discrete action space; -1 for a continuous one
+    reward: FloatArray
+    progress: FloatArray  # percent of the lap
+    closest_waypoint: FloatArray
+    status: npt.NDArray[np.int8]  # index into STATUSES, OTHER_STATUS for anything else
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +80,7 @@ class StepColumns:
     tstamp: FloatArray  # simulated seconds
     prepare: BoolArray  # episode_status is `prepare` (the first row after a reset)
     wall_clock: FloatArray | None  # Unix seconds, NaN where empty; None without the column
+    trace: TraceColumns | None = None  # None when a TRACE_COLUMNS column is missing
 
 
 def _malformed(message: str) -> MetricsFileError:
@@ -92,7 +116,9 @@ def parse_simtrace(body: bytes | bytearray) -> StepColumns:
         missing = [c for c in REQUIRED_COLUMNS if c not in index]
         if missing:
             raise _malformed(f"no column {', '.join(missing)} in the header")
-        names = [*REQUIRED_COLUMNS, *([WALL_CLOCK] if WALL_CLOCK in index else [])]
+        traced = all(c in index for c in TRACE_COLUMNS)
+        names = [*REQUIRED_COLUMNS, *([WALL_CLOCK] if WALL_CLOCK in index else []),
+                 *(TRACE_COLUMNS if traced else ())]
         pick = operator.itemgetter(*(index[n] for n in names))
         width = len(header)
         kept: list[tuple[str, ...]] = []  # only the needed fields of each row
@@ -114,11 +140,36 @@ def parse_simtrace(body: bytes | bytearray) -> StepColumns:
         raise _malformed("column episode has a value that is not a whole number")
     wall = _numbers(column[WALL_CLOCK], WALL_CLOCK, allow_empty=True) \
         if WALL_CLOCK in index else None
-    prepare = np.array([s.strip().lower() == "prepare" for s in column["episode_status"]],
-                       dtype=np.bool_)
+    codes = {name: i for i, name in enumerate(STATUSES)}
+    status = np.array([codes.get(s.strip().lower(), OTHER_STATUS)
+                       for s in column["episode_status"]], dtype=np.int8)
     return StepColumns(episode=episode.astype(np.int64), steps=_numbers(column["steps"], "steps"),
-                       tstamp=_numbers(column["tstamp"], "tstamp"), prepare=prepare,
-                       wall_clock=wall)
+                       tstamp=_numbers(column["tstamp"], "tstamp"),
+                       prepare=status == codes["prepare"], wall_clock=wall,
+                       trace=_trace(column, status) if traced else None)
+
+
+def _actions(values: list[str]) -> IntArray:
+    """Discrete action indices; all -1 when any is not a whole number (a continuous action
+    space writes `[steering speed]`), as deepracer-utils does for a non-numeric column."""
+    try:
+        numbers = np.array([float(v) for v in values], dtype=np.float64)
+    except ValueError:
+        return np.full(len(values), -1, dtype=np.int64)
+    if not np.all(np.isfinite(numbers) & (numbers == np.floor(numbers))):
+        return np.full(len(values), -1, dtype=np.int64)
+    return numbers.astype(np.int64)
+
+
+def _trace(column: dict[str, list[str]], status: npt.NDArray[np.int8]) -> TraceColumns:
+    return TraceColumns(
+        x=_numbers(column["X"], "X"), y=_numbers(column["Y"], "Y"),
+        steering_angle=_numbers(column["steer"], "steer"),
+        speed=_numbers(column["throttle"], "throttle"), action=_actions(column["action"]),
+        reward=_numbers(column["reward"], "reward"),
+        progress=_numbers(column["progress"], "progress"),
+        closest_waypoint=_numbers(column["closest_waypoint"], "closest_waypoint"),
+        status=status)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ What it reproduces from real DRfC output (one `TrainingMetrics[_<n>].json` per w
 Beside the metrics documents it writes what the simapp and DRfC write next to them (keys relative
 to the model prefix, formats as in deepracer-utils' DRfC samples and the simapp's writers):
 
-* `ip/hyperparameters.json` and `model/model_metadata.json` (14 discrete actions) at the start;
+* `ip/hyperparameters.json`, `model/model_metadata.json` (14 discrete actions) and DRfC's
+  `training_params.yaml` (WORLD_NAME `DEMO_TRACK`) at the start;
 * `model/deepracer_checkpoints.json` after each iteration's evaluation (simapp `S3Metrics.update`:
   last and best checkpoint by mean evaluation progress, `time_stamp` on the simulation clock);
 * one simtrace CSV per worker and iteration when that worker's share of the iteration is done:
@@ -27,7 +28,12 @@ to the model prefix, formats as in deepracer-utils' DRfC samples and the simapp'
   several, columns `SIMTRACE_COLUMNS` (the simapp's `StepMetrics`, `wall_clock` included). Steps
   tick at 15 per simulated second with jitter and rare hiccups; `TrainingSpec.simulator_speed`
   below 1 stretches them and slows simulated time against the wall clock (a host that cannot
-  keep up). Worker 0's rows are the same episodes as its training records (same start and end);
+  keep up). Worker 0's rows are the same episodes as its training records (same start and end).
+  The car drives a track of its own (`demo_track`, written as the simulator's `.npy` waypoint
+  file by `demo_track_npy`): X, Y along it from each episode's start (moved on 5 % of the lap
+  per episode, as DRfC's round robin), the action (steering and speed, written as `steer` and
+  `throttle`) chosen more often for the curve as the policy learns, off-track episodes ending
+  over the border;
 * every `evaluation_every` iterations an evaluation run of the current policy, as
   `dr-start-evaluation` writes it: `metrics/evaluation/evaluation-<YYYYmmddHHMMSS>.json`
   (continuous, `evaluation_trials` laps, off-track resets with a 5 s penalty) and its simtrace
@@ -55,7 +61,9 @@ asks for them.
 
 from __future__ import annotations
 
+import functools
 import heapq
+import io
 import json
 import logging
 import math
@@ -70,6 +78,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "SIMTRACE_COLUMNS",
@@ -110,8 +119,13 @@ _SIMTRACE_STATUS = {"Lap complete": "lap_complete", "Off track": "off_track",
                     "Crashed": "crashed", "Reversed": "reversed", "Time up": "time_up",
                     "Immobilized": "immobilized"}
 STEP_HZ = 15.0  # the agent acts 15 times per simulated second
-_TRACK_LEN = 17.709159380834848  # the samples' track (reInvent 2018), metres
-_WAYPOINTS = 118
+# The simulated training's own track (`demo_track`): its WORLD_NAME in training_params.yaml and
+# the name of its waypoint file (<name>.npy in the exporter's tracks_dir).
+DEMO_TRACK = "exporter_demo_loop"
+_TRACK_WIDTH = 1.066  # metres, as the simulator's tracks
+_DEMO_WAYPOINTS = 120
+_FINE = 4000  # samples of the centre line to place the car by arc length
+_ROUND_ROBIN = 0.05  # DRfC's DR_TRAIN_ROUND_ROBIN_ADVANCE_DIST: start moves on per episode
 _EVAL_OFF_TRACK_PENALTY_S = 5.0  # DRfC's DR_EVAL_OFF_TRACK_PENALTY default
 _EVAL_MAX_RESETS = 100  # DRfC's DR_EVAL_MAX_RESETS default
 # The samples' action space: steering -30..30 by 10 degrees, speed 1 or 2 m/s.
@@ -310,6 +324,9 @@ class TrainingSimulator:
         self._push_position = 0  # in _order: what take_push_lines has handed out
         self._push_records = [0] * spec.workers  # per worker: records handed out
         self._push_iteration = 0  # the next policy update to hand out
+        self._update_steps = array("q")  # env steps when each policy update's checkpoint is saved
+        self._log_position = 0  # in _order: what take_trainer_lines has handed out
+        self._log_iteration = 0
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -366,6 +383,7 @@ class TrainingSimulator:
                     self._pending_eval = []
                 self._finish_iteration()
                 self._order.append(_POLICY_UPDATE)
+                self._update_steps.append(self._steps)
                 self._iteration += 1
         return added
 
@@ -518,6 +536,7 @@ class TrainingSimulator:
         if not self._started:
             out[hyperparameters_key(prefix)] = self.hyperparameters()
             out[_join(prefix, "model/model_metadata.json")] = self.model_metadata()
+            out[_join(prefix, "training_params.yaml")] = training_params()
             self._started = True
         for share in self._ready_traces:
             key = simtrace_key(prefix, share.worker, self.spec.workers, share.iteration)
@@ -628,6 +647,30 @@ class TrainingSimulator:
         self._push_position = len(self._order)
         return lines
 
+    def take_trainer_lines(self, prefix: str) -> list[str]:
+        """The trainer's stdout since the last call, as the SageMaker container prints it
+        (policylog.py reads it): at the first call its `Training Worker Args` line naming the
+        S3 prefix and the untrained network's checkpoint 0; after each iteration the policy
+        update's `Policy training>` lines (the pushed epochs' float32 values, printed as rl_coach
+        prints them) and its `Checkpoint>` line, numbered from 1."""
+        lines: list[str] = []
+        if self._log_position == 0 and self._log_iteration == 0:
+            lines += [f"Training Worker Args: Namespace(checkpoint_dir='./checkpoint_sagemaker', "
+                      f"framework='tensorflow', s3_prefix='{prefix.strip('/')}')",
+                      _checkpoint_line(0, 0)]
+        for i in range(self._log_position, len(self._order)):
+            if self._order[i] != _POLICY_UPDATE:
+                continue
+            iteration = self._log_iteration
+            for epoch, entropy, kl, loss in self.policy_update(iteration):
+                lines.append(f"Policy training> Surrogate loss={float(loss)!r}, "
+                             f"KL divergence={float(kl)!r}, Entropy={float(entropy)!r}, "
+                             f"training epoch={epoch}, learning_rate=0.0003")
+            lines.append(_checkpoint_line(iteration + 1, self._update_steps[iteration]))
+            self._log_iteration += 1
+        self._log_position = len(self._order)
+        return lines
+
     # -- simtrace and evaluation runs --------------------------------------------------------
     def _simtrace(self, share: _WorkerIteration) -> bytes:
         rng = random.Random(f"simtrace:{self.spec.seed}:{share.worker}:{share.iteration}")
@@ -638,7 +681,8 @@ class TrainingSimulator:
             _episode_rows(lines, rng, ep.episode - 1, 0, ep.start_ms / 1000.0,
                           (ep.start_ms + ep.elapsed_ms) / 1000.0, ep.completion,
                           _SIMTRACE_STATUS[ep.status], ep.reward, self.spec.step_s, True,
-                          lambda t: wall_zero + (t - sim_zero) / share.rtf)
+                          lambda t: wall_zero + (t - sim_zero) / share.rtf,
+                          self.skill(share.iteration), (ep.episode - 1) * _ROUND_ROBIN)
         return ("\n".join(lines) + "\n").encode()
 
     def _evaluation_run(self, plan: _EvaluationPlan) -> tuple[bytes, bytes]:
@@ -673,11 +717,90 @@ class TrainingSimulator:
             row_status = ("lap_complete" if last else "in_progress") if done else "off_track"
             steps = _episode_rows(lines, rng, trial - 1, steps, start, clock, completion,
                                   row_status, 0, spec.step_s, trial == 1,
-                                  lambda t: wall_zero + t / rtf)
+                                  lambda t: wall_zero + t / rtf, plan.skill)
             if not done:
                 break
         metrics = json.dumps({"metrics": records}).encode()
         return metrics, ("\n".join(lines) + "\n").encode()
+
+
+def _loop(t: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ...]:
+    """The demo track's centre line at parameters `t` (radians) and its unit left normal: an
+    egg-shaped loop driven counter-clockwise, 18.3 m long, curve radii 1.2 to 6 m."""
+    x = 4.3 + 3.6 * np.cos(t) + 0.3 * np.cos(2 * t)
+    y = 2.7 + 2.1 * np.sin(t) + 0.2 * np.sin(2 * t)
+    dx = -3.6 * np.sin(t) - 0.6 * np.sin(2 * t)
+    dy = 2.1 * np.cos(t) + 0.4 * np.cos(2 * t)
+    norm = np.hypot(dx, dy)
+    return x, y, -dy / norm, dx / norm
+
+
+def demo_track() -> npt.NDArray[np.float64]:
+    """The simulated training's track in deepracer-utils' TrackIO layout (the simulator's
+    routes/<name>.npy): (waypoints, 6) of centre x, y, inner x, y, outer x, y in metres, the first
+    waypoint repeated at the end; inner is the left border (the car drives counter-clockwise)."""
+    t = np.linspace(0.0, 2 * math.pi, _DEMO_WAYPOINTS + 1)
+    x, y, nx, ny = _loop(t)
+    half = _TRACK_WIDTH / 2
+    out = np.column_stack([x, y, x + half * nx, y + half * ny, x - half * nx, y - half * ny])
+    out[-1] = out[0]
+    return out
+
+
+def demo_track_npy() -> bytes:
+    """`demo_track()` as the bytes of a .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, demo_track(), allow_pickle=False)
+    return buffer.getvalue()
+
+
+@functools.cache
+def _centre_line() -> tuple[npt.NDArray[np.float64], ...]:
+    """The centre line finely sampled: arc-length fraction (0..1), x, y, left normal, curvature
+    (1/m, positive to the left), and each waypoint's arc-length fraction."""
+    t = np.linspace(0.0, 2 * math.pi, _FINE + 1)
+    x, y, nx, ny = _loop(t)
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    heading = np.unwrap(np.arctan2(-nx, ny))
+    curvature = np.gradient(heading, arc)
+    waypoints = np.linspace(0.0, 2 * math.pi, _DEMO_WAYPOINTS + 1)[:-1]
+    at = np.interp(waypoints, t, arc / arc[-1])
+    return arc / arc[-1], x, y, nx, ny, curvature, at, np.array([arc[-1]])
+
+
+def _track_length() -> float:
+    return float(_centre_line()[7][0])
+
+
+def _place(fraction: float, lateral: float) -> tuple[float, float, float, float, int]:
+    """x, y (metres) `lateral` metres left of the centre line at `fraction` of the lap, the
+    heading (degrees), the centre line's curvature there and the closest waypoint (1-based)."""
+    frac, x, y, nx, ny, curvature, at, _ = _centre_line()
+    f = fraction % 1.0
+    cx, cy = float(np.interp(f, frac, x)), float(np.interp(f, frac, y))
+    lx, ly = float(np.interp(f, frac, nx)), float(np.interp(f, frac, ny))
+    waypoint = int(np.searchsorted(at, f, side="right")) % _DEMO_WAYPOINTS
+    return (cx + lateral * lx, cy + lateral * ly, math.degrees(math.atan2(-lx, ly)),
+            float(np.interp(f, frac, curvature)), waypoint + 1)
+
+
+def _choose_action(rng: random.Random, curvature: float, skill: float) -> int:
+    """A policy that learns: with probability growing with skill the action whose steering is
+    closest to what the curve needs (and the faster speed on the straighter parts), else any."""
+    if rng.random() < 0.25 + 0.65 * skill:
+        steer = max(-30.0, min(30.0, curvature * 30.0))
+        speed = 2.0 if abs(curvature) < 0.45 else 1.0
+        return min(range(len(_ACTIONS)), key=lambda i: (abs(_ACTIONS[i][0] - steer),
+                                                        abs(_ACTIONS[i][1] - speed)))
+    return rng.randrange(len(_ACTIONS))
+
+
+def training_params() -> bytes:
+    """`training_params.yaml` as DRfC's prepare-config.py uploads it beside the model (every
+    scalar quoted): the simulator's configuration, its track as WORLD_NAME."""
+    return ("---\n'JOB_TYPE': 'TRAINING'\n'RACE_TYPE': 'TIME_TRIAL'\n"
+            f"'WORLD_NAME': '{DEMO_TRACK}'\n'CHANGE_START_POSITION': 'true'\n"
+            f"'ROUND_ROBIN_ADVANCE_DIST': '{_ROUND_ROBIN}'\n").encode()
 
 
 def _step_count(elapsed_ms: int, step_s: float) -> int:
@@ -695,12 +818,16 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 def _episode_rows(lines: list[str], rng: random.Random, episode: int, steps_before: int,
                   start: float, end: float, completion: int, final_status: str, reward: int,
-                  step_s: float, prepare: bool, wall: Callable[[float], float]) -> int:
+                  step_s: float, prepare: bool, wall: Callable[[float], float],
+                  skill: float = 0.5, start_at: float = 0.0) -> int:
     """Append one episode's rows (simulated seconds `start`..`end`); returns the step count.
 
     The first row comes 30-150 ms after the episode starts (`prepare`), the last is at `end`
     with `done` and the episode's status. Steps sit on a `step_s` grid with jitter (sd about
-    12% of a step, as the samples show) and rare hiccups of 50-300 ms.
+    12% of a step, as the samples show) and rare hiccups of 50-300 ms. The car drives the demo
+    track from `start_at` (fraction of the lap) as far as its progress, wandering across the
+    track less as `skill` grows; an episode that ends off the track or crashed drifts over the
+    border in its last steps.
     """
     first = min(end - 0.001, start + rng.uniform(0.03, 0.15))
     n = _step_count(round((end - start) * 1000), step_s)
@@ -712,6 +839,10 @@ def _episode_rows(lines: list[str], rng: random.Random, episode: int, steps_befo
     per_step = reward / max(1, n - 1)
     previous = first
     on_track = final_status not in ("off_track", "crashed")
+    lateral = rng.uniform(-0.1, 0.1)
+    drift = min(6, n - 1)  # the last steps of an episode that leaves the track
+    side = rng.choice((-1.0, 1.0))
+    beyond = side * rng.uniform(0.6, 0.85)
     for k in range(n):
         if k == 0:
             t = first
@@ -726,11 +857,12 @@ def _episode_rows(lines: list[str], rng: random.Random, episode: int, steps_befo
         previous = t
         progress = final_progress if k == n - 1 else \
             progress0 + (final_progress - progress0) * k / (n - 1)
-        theta = 2.0 * math.pi * progress / 100.0
-        x = 3.2 + 3.6 * math.sin(theta) + rng.gauss(0.0, 0.04)
-        y = 2.5 - 1.85 * math.cos(theta) + rng.gauss(0.0, 0.04)
-        yaw = math.degrees(math.atan2(1.85 * math.sin(theta), 3.6 * math.cos(theta)))
-        action = rng.randrange(len(_ACTIONS))
+        lateral = max(-0.4, min(0.4, 0.85 * lateral
+                                + rng.gauss(0.0, 0.05 * (1.3 - skill))))
+        if not on_track and k > n - 1 - drift:
+            lateral += (beyond - lateral) * (k - (n - 1 - drift)) / drift
+        x, y, yaw, curvature, waypoint = _place(start_at + progress / 100.0, lateral)
+        action = _choose_action(rng, curvature, skill)
         steer, throttle = _ACTIONS[action]
         last = k == n - 1
         if k == 0 and prepare:
@@ -743,7 +875,7 @@ def _episode_rows(lines: list[str], rng: random.Random, episode: int, steps_befo
         lines.append(
             f"{episode},{float(steps_before + k + 1)},{x:.4f},{y:.4f},{yaw:.4f},{steer},"
             f"{throttle},{action},{step_reward},{last},{on_track or not last},{progress:.4f},"
-            f"{int(progress / 100.0 * _WAYPOINTS) % _WAYPOINTS + 1},{_TRACK_LEN},{t},{status},"
+            f"{waypoint},{_track_length()},{t},{status},"
             f"0.0,0,{round(wall(t) + rng.gauss(0.0, 0.0005), 6)}")
     return steps_before + n
 
@@ -886,6 +1018,7 @@ def run_simulation(
     delete_object: Callable[[str], None] | None = None,
     push: Callable[[str], None] | None = None,
     push_episodes: bool = True,
+    trainer_log: Callable[[str], None] | None = None,
 ) -> None:
     """Advance every model each `interval_s` and upload what changed, until `stop` is set.
 
@@ -902,6 +1035,10 @@ def run_simulation(
     have pushed meanwhile (`TrainingSimulator.take_push_lines`: the trainer's policy-update
     epochs after each iteration, and with `push_episodes` the simulator's episode lines),
     tagged with the round's prefix. A push that raises loses those lines, nothing more.
+
+    With `trainer_log`, it is handed the first model's trainer stdout lines
+    (`TrainingSimulator.take_trainer_lines`), every round's, as its SageMaker container prints
+    them.
     """
     rounds = [_start_round(prefix, spec, 1, clock()) for prefix, spec in models]
     previous: list[_Round | None] = [None] * len(rounds)
@@ -936,12 +1073,18 @@ def run_simulation(
                     current.written.add(key)
             if push is not None:
                 _push(push, current.sim.take_push_lines(current.prefix, push_episodes))
+            if trainer_log is not None and i == 0:
+                _push(trainer_log, current.sim.take_trainer_lines(current.prefix))
         if delete_object is not None:
             # Metrics documents last: the round stays a model until nothing else is left.
             for key in sorted(doomed, key=lambda k: "/metrics/TrainingMetrics" in k):
                 if _call(delete_object, key):
                     doomed.discard(key)
         stop.wait(interval_s)
+
+
+def _checkpoint_line(number: int, steps: int) -> str:
+    return f"Checkpoint> Saving in path=['./checkpoint_sagemaker/agent/{number}_Step-{steps}.ckpt']"
 
 
 def _push(push: Callable[[str], None], lines: list[str]) -> None:

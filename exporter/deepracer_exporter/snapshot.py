@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .analysis import ModelAnalysis
 from .config import DEFAULT_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import Derived
@@ -63,6 +64,8 @@ class ModelExtras:
     checkpoints: Checkpoints | None = None
     checkpoints_updated: float | None = None  # LastModified of deepracer_checkpoints.json
     simulator: Simulator | None = None  # None when the model has no simtrace file
+    analysis: ModelAnalysis | None = None  # simtrace's episodes, actions and positions
+    policy: PolicyState | None = None  # from an export's trainer log (logreader.py)
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,11 @@ class Snapshot:
     s3_requests: tuple[tuple[str, str, int], ...] = ()  # (operation, status, count); S3 only
 
     def pushed(self, model: ModelSnapshot) -> PolicyState | None:
-        """What DRfC's containers pushed for the model: they tag it with the S3 prefix they
-        write to, so it is matched to the model's latest round."""
-        return self.push.models.get(model.prefix) if self.push is not None else None
+        """The trainer's policy figures for the model: pushed by DRfC's containers or followed
+        in its container's log (both keyed by the S3 prefix the training writes to, so matched
+        to the model's latest round), else read from its export's trainer log."""
+        live = self.push.models.get(model.prefix) if self.push is not None else None
+        return live if live is not None else model.extras.policy
 
     def unmatched_push_models(self) -> int:
         """Model tags pushed that match no watched model (their data is kept, bounded, in case

@@ -24,11 +24,18 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from .cloudwatchlogs import CloudWatchState
+from .dockerlogs import DockerState
+from .policylog import Epoch, PolicyTrack
+from .policylog import PolicyState as PolicyState  # where the collector has always found it
 
 log = logging.getLogger("deepracer_exporter")
 
@@ -39,6 +46,11 @@ RESULTS = ("policy", "episode", "other_measurement", "malformed", "too_long", "m
 MAX_LINE_BYTES = 4096
 MAX_DATAGRAM_BYTES = 65535
 MAX_TAG_LENGTH = 256
+# Line protocol's timestamp is an integer (nanoseconds by default, Telegraf's `-?[0-9]+`).
+_TIMESTAMP = re.compile(r"-?[0-9]{1,19}")
+# DRfC's evaluations tag their episode lines with the SageMaker job's placeholder name, not the
+# model's prefix: they are counted as episodes but held for no model.
+EVALUATION_TAG = "sagemaker"
 
 
 class LineError(ValueError):
@@ -132,57 +144,60 @@ def parse_line(text: str) -> Line:
         fields[_unescape(key)] = _field_value(value)
     if not measurement:
         raise LineError("empty measurement")
+    if len(parts) == 3 and not _TIMESTAMP.fullmatch(parts[2]):
+        raise LineError("the timestamp is not an integer")
     return Line(measurement, tags, fields)
 
 
 @dataclass(frozen=True)
-class PolicyState:
-    """What the trainer pushed for one model (one `model` tag)."""
-
-    entropy: float | None = None
-    kl_divergence: float | None = None
-    surrogate_loss: float | None = None
-    epoch: int | None = None
-    epochs: int = 0  # epochs received since the exporter started
-    last_epoch_time: float | None = None  # Unix seconds
-    episodes: int = 0  # episode lines received from the simulator
-    last_episode_time: float | None = None
-    # (iteration, mean entropy over that iteration's policy-training epochs), oldest first
-    iteration_entropy: tuple[tuple[int, float], ...] = ()
-
-
-@dataclass(frozen=True)
 class PushState:
-    """An immutable view for the collector: per model tag, and lines by result."""
+    """An immutable view for the collector: the trainer's figures per model tag (S3 prefix),
+    pushed over UDP (`lines` by result, when `listening`), read from CloudWatch Logs
+    (`cloudwatch`) or followed in container logs (`docker`), each when on; for a prefix that
+    several have, a container log wins over CloudWatch, and both over the push."""
 
     models: dict[str, PolicyState] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    listening: bool = True
+    docker: DockerState | None = None
+    cloudwatch: CloudWatchState | None = None
 
 
-@dataclass
-class _Model:
-    state: PolicyState = PolicyState()
-    phase_iteration: int | None = None  # iteration of the policy update under way
-    phase_sum: float = 0.0
-    phase_count: int = 0
-    entropy_by_iteration: dict[int, float] = field(default_factory=dict)
-    touched: float = 0.0
+def trainer_state(push: PushState | None, docker: DockerState | None,
+                  cloudwatch: CloudWatchState | None = None) -> PushState:
+    """What the snapshot holds of the trainer: the push, the logs, or several."""
+    if docker is None and cloudwatch is None:
+        return push if push is not None else PushState(listening=False)
+    models = dict(push.models) if push is not None else {}
+    for source in (cloudwatch, docker):
+        if source is not None:
+            models |= source.models
+    return PushState(models, push.lines if push is not None else {},
+                     listening=push is not None, docker=docker, cloudwatch=cloudwatch)
 
 
 class PushReceiver:
     """Turns lines into per-model state. `iteration_of(model_tag)` gives the model's latest
     training iteration as the exporter last read it from S3 (None when unknown): a policy update
     starts after the last episode of its iteration and before any episode of the next one, so
-    that is the iteration its epochs belong to (given refreshes faster than an iteration)."""
+    that is the iteration its epochs belong to (given refreshes faster than an iteration).
+
+    At most `max_models` tags are held. A new tag past that evicts the tag touched least
+    recently among those no watched model has (`watched(tag)`: a configured or discovered
+    model's latest prefix), so stale or hostile tags never lock a watched model out; a tag is
+    refused (`model_limit`) only when every held tag is watched, and a watched tag is always
+    admitted (watched tags are bounded by the models the exporter watches)."""
 
     def __init__(self, iteration_of: Callable[[str], int | None],
                  clock: Callable[[], float] = time.time, *, max_models: int = 256,
-                 max_iterations: int = 1000) -> None:
+                 max_iterations: int = 1000,
+                 watched: Callable[[str], bool] = lambda _tag: False) -> None:
         self._iteration_of = iteration_of
+        self._watched = watched
         self._clock = clock
         self._max_models = max_models
         self._max_iterations = max_iterations
-        self._models: dict[str, _Model] = {}
+        self._models: OrderedDict[str, PolicyTrack] = OrderedDict()  # least recent first
         self._lines = dict.fromkeys(RESULTS, 0)
         self._lock = threading.Lock()
 
@@ -190,11 +205,14 @@ class PushReceiver:
         with self._lock:
             self._lines[result] += n
 
-    def receive(self, datagram: bytes) -> None:
-        """Every line of one datagram; never raises."""
-        for raw in datagram.split(b"\n"):
-            if not raw.strip():
-                continue
+    def receive(self, datagram: bytes, max_lines: int | None = None) -> int:
+        """Every line of one datagram, at most `max_lines` of them parsed (the rest counted as
+        `rate_limited`); returns the lines it held. Never raises."""
+        lines = [raw for raw in datagram.split(b"\n") if raw.strip()]
+        if max_lines is not None and len(lines) > max_lines:
+            self.count("rate_limited", len(lines) - max_lines)
+            del lines[max_lines:]
+        for raw in lines:
             if len(raw) > MAX_LINE_BYTES:
                 self.count("too_long")
                 continue
@@ -204,27 +222,42 @@ class PushReceiver:
                 self.count("malformed")
                 continue
             self.count(self._apply(line))
+        return len(lines)
 
-    def _model(self, tag: str | None, now: float) -> _Model | None:
-        if not tag:
+    def _model(self, tag: str) -> PolicyTrack | None:
+        models = self._models
+        model = models.get(tag)
+        if model is not None:
+            models.move_to_end(tag)
+            return model
+        if len(models) >= self._max_models and not self._evict() and not self._watched(tag):
             return None
-        model = self._models.get(tag)
-        if model is None:
-            if len(self._models) >= self._max_models:
-                return None
-            model = self._models[tag] = _Model()
-        model.touched = now
+        model = models[tag] = PolicyTrack(self._max_iterations)
         return model
 
+    def _evict(self) -> bool:
+        """Drop the least recently touched tag that no watched model has; False if none."""
+        for _ in range(len(self._models)):
+            tag = next(iter(self._models))
+            if not self._watched(tag):
+                del self._models[tag]
+                return True
+            self._models.move_to_end(tag)  # never evicted: its place in the order is moot
+        return False
+
     def _apply(self, line: Line) -> str:
+        tag = line.tags.get("model")
         if line.measurement in EPISODE_MEASUREMENTS:
+            if not tag:
+                return "malformed"
+            if tag == EVALUATION_TAG and not self._watched(tag):
+                return "episode"
             now = self._clock()
             with self._lock:
-                model = self._model(line.tags.get("model"), now)
+                model = self._model(tag)
                 if model is None:
-                    return "model_limit" if line.tags.get("model") else "malformed"
-                s = model.state
-                model.state = replace(s, episodes=s.episodes + 1, last_episode_time=now)
+                    return "model_limit"
+                model.episode(now)
             return "episode"
         if line.measurement != POLICY_MEASUREMENT:
             return "other_measurement"
@@ -232,31 +265,16 @@ class PushReceiver:
         epoch_raw = line.fields.get("epoch", 0)
         if (any(isinstance(v, bool) or not isinstance(v, float) for v in values)
                 or isinstance(epoch_raw, bool) or not isinstance(epoch_raw, float)
-                or epoch_raw < 0 or epoch_raw != int(epoch_raw) or epoch_raw > 1e9):
+                or epoch_raw < 0 or epoch_raw != int(epoch_raw) or epoch_raw > 1e9 or not tag):
             return "malformed"
         entropy, kl, loss = (float(v) for v in values)  # type: ignore[arg-type]
-        epoch = int(epoch_raw)
-        tag = line.tags.get("model")
-        iteration = self._iteration_of(tag) if tag else None
+        iteration = self._iteration_of(tag)
         now = self._clock()
         with self._lock:
-            model = self._model(tag, now)
+            model = self._model(tag)
             if model is None:
-                return "model_limit" if tag else "malformed"
-            s = model.state
-            if s.epoch is None or epoch <= s.epoch:  # a new policy update starts
-                model.phase_iteration, model.phase_sum, model.phase_count = iteration, 0.0, 0
-            model.phase_sum += entropy
-            model.phase_count += 1
-            if model.phase_iteration is not None:
-                by_iter = model.entropy_by_iteration
-                by_iter[model.phase_iteration] = model.phase_sum / model.phase_count
-                while len(by_iter) > self._max_iterations:
-                    del by_iter[min(by_iter)]
-            model.state = replace(
-                s, entropy=entropy, kl_divergence=kl, surrogate_loss=loss, epoch=epoch,
-                epochs=s.epochs + 1, last_epoch_time=now,
-                iteration_entropy=tuple(sorted(model.entropy_by_iteration.items())))
+                return "model_limit"
+            model.epoch(Epoch(loss, kl, entropy, int(epoch_raw)), now, iteration)
         return "policy"
 
     def state(self) -> PushState:
@@ -267,8 +285,9 @@ class PushReceiver:
 class UdpListener:
     """Receives datagrams on HOST:PORT in a daemon thread and hands them to a PushReceiver.
 
-    At most `max_lines_per_second` datagrams are parsed each second; the first one past that is
-    dropped (counted as `rate_limited`) and the socket is not read until the next second, so a
+    At most `max_lines_per_second` lines are parsed each second, whatever the datagrams they
+    come in: a datagram that crosses the budget has its lines up to it parsed and the rest
+    counted as `rate_limited`, and the socket is then not read until the next second, so a
     flood costs one thread a bounded amount of work and the kernel drops what overflows its
     buffer meanwhile (not counted: it never reaches the exporter).
     """
@@ -315,9 +334,6 @@ class UdpListener:
             now = self._monotonic()
             if now - window >= 1.0:
                 window, used = now, 0
+            used += self.receiver.receive(data, max_lines=max(0, self._budget - used))
             if used >= self._budget:
-                self.receiver.count("rate_limited")
                 self._stop.wait(max(0.0, 1.0 - (now - window)))
-                continue
-            used += 1
-            self.receiver.receive(data)
