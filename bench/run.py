@@ -271,7 +271,7 @@ def bench_steady(plan: Plan, endpoint: str) -> tuple[str, dict[str, Any]]:
     def totals() -> dict[str, int]:
         snap = exporter.snapshot
         return {k: sum(getattr(m.health, k) for m in snap.models)
-                for k in ("downloaded", "not_modified", "unchanged", "downloaded_bytes")}
+                for k in ("downloaded", "not_modified", "downloaded_bytes")}
 
     for i in range(plan.steady_refreshes + 1):
         before, sent_before = totals(), counting.total()
@@ -292,12 +292,12 @@ def bench_steady(plan: Plan, endpoint: str) -> tuple[str, dict[str, Any]]:
             "ok_models": sum(m.health.success for m in snap.models),
             **delta,
             "exposed_delta": {k: exposed.get(k, 0) - exposed_before.get(k, 0)
-                              for k in ("downloaded", "not_modified", "unchanged")},
+                              for k in ("downloaded", "not_modified")},
         }
         refreshes.append(r)
         rows.append([r["kind"], r["ok_models"], r["http_requests"],
                      r["http_requests"] / plan.steady_models, r["downloaded"],
-                     r["not_modified"], r["unchanged"], r["downloaded_bytes"], r["wall_ms"],
+                     r["not_modified"], r["downloaded_bytes"], r["wall_ms"],
                      r["cpu_ms"], r["cpu_ms"] / plan.steady_models])
     render = render_times(exporter.exposition, exporter.snapshot, plan.render_reps)
     exporter.refresher.close()
@@ -316,7 +316,7 @@ def bench_steady(plan: Plan, endpoint: str) -> tuple[str, dict[str, Any]]:
         "operations": dict(counting.sent),
     }
     text = table(["refresh", "models ok", "HTTP requests", "per model", "downloaded",
-                  "not_modified (304)", "unchanged (no GET)", "bytes downloaded", "wall ms",
+                  "not_modified (304)", "bytes downloaded", "wall ms",
                   "CPU ms", "CPU ms per model"], rows)
     text += (f"\n\n{plan.steady_models} models x {workers} workers, {plan.steady_episodes} "
              f"episodes each. An unchanged refresh takes a median {cpu_ms:,.0f} ms of CPU "

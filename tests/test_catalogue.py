@@ -153,6 +153,7 @@ def test_full_set_is_todays_exposition(snapshot: Snapshot) -> None:
         assert got[key] == pytest.approx(expected, abs=1e-9), key
     assert {k[0] for k in got.keys() - want.keys()} - set(VOLATILE) == {
         "deepracer_model_iteration_history", "deepracer_exporter_series", *reads,
+        "deepracer_exporter_refresh_interval_seconds",  # issue 29
         # simulator health from the sample's simtrace (issue 13; no wall clock in it)
         "deepracer_iteration_step_seconds", "deepracer_model_step_p95_seconds",
         "deepracer_model_step_mean_seconds", "deepracer_model_simtrace_iteration",

@@ -132,6 +132,7 @@ def test_full_config() -> None:
     config = load_config(CONFIGS / "valid" / "full.yml", env=env)
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 19877)
     assert config.refresh_interval == 30.0
+    assert config.max_refresh_interval == 1200.0
     assert (config.rolling_window, config.max_iterations, config.top_laps) == (10, 500, 5)
     assert (config.max_evaluation_runs, config.refresh_workers) == (4, 4)
     assert config.max_object_bytes == 64 * 1024**2

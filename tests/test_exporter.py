@@ -55,13 +55,19 @@ def test_unchanged_objects_are_not_downloaded_again(s3: Any, bucket: str, s3_end
     assert value(first, "deepracer_exporter_object_requests_total", result="downloaded") == 2
     body_bytes = value(first, "deepracer_exporter_downloaded_bytes_total", model="m")
     derived = exporter.snapshot.models[0].derived
+    lists = value(first, "deepracer_exporter_s3_requests_total", operation="ListObjectsV2",
+                  status="200")
     for n in range(1, 4):
         got = refresh(exporter)
         assert value(got, "deepracer_exporter_object_requests_total",
                      result="downloaded") == 2
-        assert value(got, "deepracer_exporter_object_requests_total", result="unchanged") == n
         assert value(got, "deepracer_exporter_object_requests_total",
-                     result="not_modified") == n  # hyperparameters: conditional GET, 304
+                     result="not_modified") == 0  # side files: read again only on a change
+        # One LIST of metrics/ per refresh and nothing else: its ETags are the ones held.
+        assert value(got, "deepracer_exporter_s3_requests_total", operation="ListObjectsV2",
+                     status="200") == lists + n
+        assert value(got, "deepracer_exporter_s3_requests_total", operation="GetObject",
+                     status="200") == 2
         assert value(got, "deepracer_exporter_downloaded_bytes_total", model="m") == body_bytes
         assert exporter.snapshot.models[0].derived is derived  # nothing re-derived
     # A rewrite (the next episode) is downloaded once and changes the numbers.
@@ -94,7 +100,7 @@ def test_discovery_finds_a_training_started_while_running(s3: Any, bucket: str,
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             got = parse(scrape(exporter.port))
-            if pick(got, "deepracer_model_info", model="second"):
+            if pick(got, "deepracer_model_workers", model="second"):  # not just pending
                 break
             time.sleep(0.1)
         assert value(got, "deepracer_model_workers", model="second") == 3
@@ -277,8 +283,11 @@ def test_directory_source_equals_s3(s3: Any, bucket: str, s3_endpoint: str, samp
     again = refresh(exporter)
     metrics_files = len(list((tmp_path / "m" / "metrics").glob("*.json")))  # training + 3 runs
     assert metrics_files == 4
-    assert value(again, "deepracer_exporter_object_requests_total",
-                 result="unchanged") == metrics_files + len(simtrace)
+    # Nothing read again; its files are years old, so it is polled every max_refresh_interval.
+    assert (value(again, "deepracer_exporter_object_requests_total", result="downloaded")
+            == value(from_dir, "deepracer_exporter_object_requests_total", result="downloaded")
+            > metrics_files + len(simtrace))
+    assert value(again, "deepracer_exporter_refresh_interval_seconds", model="m") == 600
 
 
 def test_empty_metrics_document_of_a_training_just_started(s3: Any, bucket: str,

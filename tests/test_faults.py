@@ -312,11 +312,11 @@ def test_overrunning_cycles_are_not_logged_every_cycle(
     """A slow but working endpoint: every cycle takes longer than refresh_interval."""
     Training(s3, bucket, "m")
     observe.start(fault_yaml(proxy.url, {"m": bucket}, "refresh_interval: 200ms\n"))
-    unchanged = "deepracer_exporter_object_requests_total"
-    start = value(observe.scrape(), unchanged, model="m", result="unchanged")
+    lists = "deepracer_exporter_s3_requests_total"  # one listing of metrics/ per refresh
+    start = value(observe.scrape(), lists, operation="ListObjectsV2", status="200")
     proxy.delay(0.25)  # below read_timeout: each refresh succeeds, in about 1 s
-    observe.when(lambda g: value(g, unchanged, model="m", result="unchanged") >= start + 3, 10,
-                 "three slow cycles")
+    observe.when(lambda g: value(g, lists, operation="ListObjectsV2", status="200") >= start + 3,
+                 10, "three slow cycles")
     assert success(observe.scrape(), "m") == 1
     overruns = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("refresh took")]

@@ -6,14 +6,19 @@ sidefiles.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deepracer_exporter.config import ModelConfig
 from deepracer_exporter.layouts import evaluation_run_key, evaluation_run_time, select_training_keys
+from deepracer_exporter.modelcache import DeriveSettings, LargeReads, ModelCache
 from deepracer_exporter.parse import MetricsFileError, parse_document
 from deepracer_exporter.sidefiles import (
     HYPERPARAMETER_INFO_LABELS,
@@ -30,6 +35,8 @@ from deepracer_exporter.sidefiles import (
     parse_checkpoints,
     parse_evaluation,
 )
+from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, key_for
+from deepracer_exporter.sources import DirectoryStore
 
 MP = "rl-deepracer-sagemaker/metrics/"
 
@@ -448,3 +455,51 @@ def test_malformed_metadata(func: Any, body: bytes) -> None:
     with pytest.raises(MetricsFileError) as err:
         func(body)
     assert err.value.reason == "malformed"
+
+
+class WatchedReads(LargeReads):
+    """The large-read bound, noting each size it is asked about; `asked` is set when a large
+    one waits for (or takes) the slot."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__(threshold=threshold, slots=1)
+        self.sizes: list[int] = []
+        self.asked = threading.Event()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        self.sizes.append(size)
+        if size >= self.threshold:
+            self.asked.set()
+        with super().hold(size):
+            yield
+
+
+def test_a_large_evaluation_file_waits_for_the_large_read_slot(tmp_path: Path) -> None:
+    """An evaluation file is parsed into dicts (several times its size at the peak): a large one
+    is read and parsed under the same bound as a large metrics file, one at a time."""
+    sim = TrainingSimulator(TrainingSpec(episodes_between_training=10, workers=1, seed=3))
+    sim.advance(20)
+    (tmp_path / "m/metrics/evaluation").mkdir(parents=True)
+    (tmp_path / key_for("m", 0)).write_bytes(sim.document(0))
+    trial = {"episode": 1, "trial": 1, "phase": "evaluation", "reward_score": 10.0,
+             "completion_percentage": 100, "elapsed_time_in_milliseconds": 12000,
+             "episode_status": "Lap complete"}
+    evaluation = json.dumps({"metrics": [trial] * 2000}).encode()
+    (tmp_path / "m/metrics/evaluation/evaluation-20240101120000.json").write_bytes(evaluation)
+    training_size = (tmp_path / key_for("m", 0)).stat().st_size
+    reads = WatchedReads(threshold=len(evaluation))
+    assert training_size < reads.threshold
+    cache = ModelCache(ModelConfig(name="m", rounds=("m",), directory=str(tmp_path)),
+                       DirectoryStore(tmp_path), DeriveSettings(), large_reads=reads)
+    done: list[Any] = []
+    with reads.hold(reads.threshold):  # another model's large read holds the slot
+        reads.asked.clear()
+        refreshing = threading.Thread(target=lambda: done.append(cache.refresh()))
+        refreshing.start()
+        assert reads.asked.wait(30)  # the evaluation file asked for the slot ...
+        assert not done  # ... and waits for it
+    refreshing.join(30)
+    assert done and done[0].health.success
+    assert [r.trials for r in done[0].extras.evaluation_runs] == [2000]
+    assert len(evaluation) in reads.sizes

@@ -120,6 +120,7 @@ def test_checkpoints_and_bounded_runs(s3: Any, bucket: str, s3_endpoint: str,
     assert value(got, "deepracer_evaluation_runs", model="m") == 3
     # A broken side file is counted but does not fail the model or erase its last value.
     s3.put_object(Bucket=bucket, Key="m/model/deepracer_checkpoints.json", Body=b"{trunc")
+    exporter.reload(exporter.refresher.config)  # side files: read again on a reload
     got = refresh(exporter)
     assert value(got, "deepracer_exporter_refresh_success", model="m") == 1
     assert value(got, "deepracer_exporter_refresh_errors_total", reason="malformed") == 1

@@ -9,6 +9,7 @@ known one never again; a bad CSV is a counted side failure that keeps the last g
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -26,6 +27,7 @@ from deepracer_exporter.app import Exporter, StoreFactory, make_s3_client
 from deepracer_exporter.config import ModelConfig
 from deepracer_exporter.layouts import EVALUATION, TRAINING, simtrace_key
 from deepracer_exporter.modelcache import DeriveSettings, ModelCache
+from deepracer_exporter.polling import IDLE_AFTER, SAFETY_NET
 from deepracer_exporter.s3store import S3Store
 from deepracer_exporter.simtrace import (
     IterationSteps,
@@ -229,6 +231,17 @@ def upload_training(s3: Any, bucket: str, samples: Path, iterations: Iterable[in
         put_iteration(s3, bucket, samples, it)
 
 
+def put_metrics(s3: Any, bucket: str, samples: Path, iterations: int, episodes: int = 0
+                ) -> None:
+    """The sample's TrainingMetrics.json as it was after `iterations` iterations (20 episodes
+    each) and `episodes` more: the simulator writes an iteration's simtrace file as the next
+    iteration starts, and that is when the exporter lists the simtrace folders again."""
+    doc = json.loads((samples / "sample-drfc-1-logs/metrics/TrainingMetrics.json").read_bytes())
+    doc["metrics"] = [r for r in doc["metrics"] if r["episode"] <= 20 * iterations + episodes]
+    s3.put_object(Bucket=bucket, Key="m/metrics/TrainingMetrics.json",
+                  Body=json.dumps(doc).encode())
+
+
 def iteration_body(samples: Path, it: int) -> bytes:
     return (samples / f"sample-drfc-1-logs/training-simtrace/{it}-iteration.csv").read_bytes()
 
@@ -251,7 +264,9 @@ def mean_of(samples: Path, it: int) -> float:
 
 def test_new_iteration_read_once_known_never_again(s3: Any, bucket: str, s3_endpoint: str,
                                                    samples: Path) -> None:
-    upload_training(s3, bucket, samples, range(5))
+    for it in range(5):
+        put_iteration(s3, bucket, samples, it)
+    put_metrics(s3, bucket, samples, 6)
     exporter = exporter_for(config(s3_endpoint, bucket, {"m": "m"}))
     got = refresh(exporter)
     first = requests(got, "m")
@@ -260,19 +275,19 @@ def test_new_iteration_read_once_known_never_again(s3: Any, bucket: str, s3_endp
     bytes_before = value(got, "deepracer_exporter_downloaded_bytes_total", model="m")
 
     put_iteration(s3, bucket, samples, 5)
+    put_metrics(s3, bucket, samples, 7)
     got = refresh(exporter)
     second = requests(got, "m")
-    assert second["downloaded"] - first["downloaded"] == 1
-    assert second["unchanged"] - first["unchanged"] == 1 + 5  # metrics file, known CSVs
+    assert second["downloaded"] - first["downloaded"] == 1  # the new CSV, none known
+    assert second["tail"] - first["tail"] == 1  # the metrics file grew
     assert value(got, "deepracer_exporter_downloaded_bytes_total", model="m") - bytes_before \
-        == len(iteration_body(samples, 5))
+        > len(iteration_body(samples, 5))  # and the tail of the metrics file
     assert step_means(got)["5"] == mean_of(samples, 5)
     assert value(got, "deepracer_model_simtrace_iteration", model="m") == 5
 
     got = refresh(exporter)
     third = requests(got, "m")
-    assert third["downloaded"] == second["downloaded"]
-    assert third["unchanged"] - second["unchanged"] == 1 + 6
+    assert third == second  # nothing changed: the metrics listing only, no object read
 
 
 def test_only_the_latest_max_iterations_are_read(s3: Any, bucket: str, s3_endpoint: str,
@@ -288,7 +303,9 @@ def test_only_the_latest_max_iterations_are_read(s3: Any, bucket: str, s3_endpoi
 def test_bad_csv_keeps_last_good_figures_and_counts_malformed(
         s3: Any, bucket: str, s3_endpoint: str, samples: Path, case: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    upload_training(s3, bucket, samples, range(3))
+    for it in range(3):
+        put_iteration(s3, bucket, samples, it)
+    put_metrics(s3, bucket, samples, 4)
     exporter = exporter_for(config(s3_endpoint, bucket, {"m": "m"}))
     good = refresh(exporter)
     good_means = step_means(good)
@@ -301,22 +318,31 @@ def test_bad_csv_keeps_last_good_figures_and_counts_malformed(
     # a new iteration written badly, and a known one overwritten badly (a new ETag)
     put_iteration(s3, bucket, samples, 3, bad)
     put_iteration(s3, bucket, samples, 1, bad)
+    put_metrics(s3, bucket, samples, 5)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="deepracer_exporter"):
         got = refresh(exporter)
         again = refresh(exporter)
+    # The new iteration's file is read at its key at once; the known one overwritten is found
+    # by the listing that follows a failed read.
+    assert value(got, "deepracer_exporter_refresh_errors_total", model="m",
+                 reason="malformed") == 1
+    assert value(again, "deepracer_exporter_refresh_errors_total", model="m",
+                 reason="malformed") == 2
     for snap in (got, again):
         assert value(snap, "deepracer_exporter_refresh_success", model="m") == 1
-        assert value(snap, "deepracer_exporter_refresh_errors_total", model="m",
-                     reason="malformed") == 2
         assert step_means(snap) == good_means  # iteration 1 keeps its figures, 3 has none
         assert {n: value(snap, n, model="m") for n in current} == current
         assert pick(snap, "deepracer_iteration_reward", model="m")
-    assert requests(again, "m")["downloaded"] == requests(got, "m")["downloaded"]
+    assert requests(again, "m")["downloaded"] == requests(got, "m")["downloaded"] + 1
+    settled = refresh(exporter)  # each bad file read once: not again at the same ETag
+    assert requests(settled, "m")["downloaded"] == requests(again, "m")["downloaded"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2 and all("malformed" in w for w in warnings), warnings
-    # written again in full (a new ETag): read, and its figures appear
+    # written again in full (a new ETag): read at the next listing of its folder (a reload
+    # here; the 6-hour safety net otherwise), and its figures appear
     put_iteration(s3, bucket, samples, 3)
+    exporter.reload(exporter.refresher.config)
     fixed = refresh(exporter)
     assert step_means(fixed)["3"] == mean_of(samples, 3)
     assert value(fixed, "deepracer_model_simtrace_iteration", model="m") == 3
@@ -447,9 +473,9 @@ def watcher(s3: Any, bucket: str, clock: Clock) -> tuple[ModelCache, CountingSto
 
 
 def test_listing_cost(s3: Any, bucket: str, samples: Path) -> None:
-    """Unchanged and without simtrace: the metrics listing only. The model's folders are listed
-    again when its metrics change (a new training folder is found then) or every 10 minutes;
-    a known training folder every refresh; an evaluation folder only while its file is missing."""
+    """Unchanged: the metrics listing only. The model's folders are listed again when the
+    training was replaced (a key of metrics/ appeared or went), when its latest iteration
+    changed, while an evaluation run's file is awaited, and at the safety net."""
     upload_training(s3, bucket, samples, ())
     clock = Clock()
     w, store = watcher(s3, bucket, clock)
@@ -458,9 +484,9 @@ def test_listing_cost(s3: Any, bucket: str, samples: Path) -> None:
     store.lists.clear()
     w.refresh()
     assert store.lists == [("objects", "m/metrics/")]
-    # simtrace appears while the metrics stay as they were: found at the 10-minute listing
+    # simtrace appears while the metrics stay as they were: found by the safety net
     put_iteration(s3, bucket, samples, 0)
-    clock.now += 599
+    clock.now += SAFETY_NET - 1
     store.lists.clear()
     w.refresh()
     assert store.lists == [("objects", "m/metrics/")]
@@ -472,8 +498,8 @@ def test_listing_cost(s3: Any, bucket: str, samples: Path) -> None:
     assert snap.extras.simulator is not None and len(snap.extras.simulator.iterations) == 1
     store.lists.clear()
     w.refresh()
-    assert store.lists == [("objects", "m/metrics/"), ("objects", "m/training-simtrace/")]
-    # an evaluation run: its metrics file changes the listing, its folder is listed until found
+    assert store.lists == [("objects", "m/metrics/")]
+    # an evaluation run: its metrics file is a new key, so the folders are listed at once
     run = "20220709200509"
     local = samples / "sample-drfc-1-logs"
     s3.put_object(Bucket=bucket, Key=f"m/metrics/EvaluationMetrics-{run}.json",
@@ -488,30 +514,70 @@ def test_listing_cost(s3: Any, bucket: str, samples: Path) -> None:
     assert snap.extras.simulator is not None
     assert [r for r, _ in snap.extras.simulator.evaluation_runs] == [run]
     store.lists.clear()
-    clock.now += 600
     w.refresh()
-    assert store.lists == [("objects", "m/metrics/"), ("children", "m/"),
-                           ("objects", "m/training-simtrace/")]
+    assert store.lists == [("objects", "m/metrics/")]
 
 
-def test_a_growing_training_lists_its_folders_at_most_every_minute(s3: Any, bucket: str,
-                                                                   samples: Path) -> None:
-    """Every episode rewrites the metrics file: that alone relists the model's folders at most
-    once a minute (a new key, e.g. an evaluation run's file, relists at once)."""
-    upload_training(s3, bucket, samples, (0,))
+def test_an_evaluation_file_written_after_its_metrics_is_looked_for_a_while(
+        s3: Any, bucket: str, samples: Path) -> None:
+    """An evaluation run's simtrace may land after its metrics file: its folder is listed at
+    every refresh for IDLE_AFTER from the run's first mention, then no more."""
+    upload_training(s3, bucket, samples, ())
     clock = Clock()
     w, store = watcher(s3, bucket, clock)
     w.refresh()
-    key = "m/metrics/TrainingMetrics.json"
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    grown = body.replace(b"]", b"] ", 1)  # another version of the same key
-    s3.put_object(Bucket=bucket, Key=key, Body=grown)
-    clock.now += 30
+    run = "20220709200509"
+    local = samples / "sample-drfc-1-logs"
+    s3.put_object(Bucket=bucket, Key=f"m/metrics/EvaluationMetrics-{run}.json",
+                  Body=(local / f"metrics/EvaluationMetrics-{run}.json").read_bytes())
+    w.refresh()
+    csv = f"evaluation-{run}/evaluation-simtrace/0-iteration.csv"
+    s3.put_object(Bucket=bucket, Key=f"m/{csv}", Body=(local / csv).read_bytes())
+    clock.now += IDLE_AFTER - 1
+    store.lists.clear()
+    snap = w.refresh()
+    assert ("objects", f"m/evaluation-{run}/") in store.lists
+    assert snap.extras.simulator is not None
+    assert [r for r, _ in snap.extras.simulator.evaluation_runs] == [run]
     store.lists.clear()
     w.refresh()
-    assert ("children", "m/") not in store.lists
-    s3.put_object(Bucket=bucket, Key=key, Body=grown + b" ")  # grown again, a minute on
-    clock.now += 30
-    store.lists.clear()
+    assert store.lists == [("objects", "m/metrics/")]  # found: not looked for again
+
+
+def test_a_growing_training_lists_its_folders_when_an_iteration_ends(s3: Any, bucket: str,
+                                                                      samples: Path) -> None:
+    """Every episode rewrites the metrics file: that alone reads no simtrace; the first episode
+    of the next iteration (the simulator wrote the last one's file as it started) reads that
+    file at the key the previous one implies, with a GET (a LIST costs as much as 12.5)."""
+    put_metrics(s3, bucket, samples, 4, 1)
+    for it in range(4):
+        put_iteration(s3, bucket, samples, it)
+    clock = Clock()
+    w, store = watcher(s3, bucket, clock)
     w.refresh()
-    assert ("children", "m/") in store.lists
+    for episode in range(2, 5):
+        put_metrics(s3, bucket, samples, 4, episode)
+        clock.now += 15
+        store.lists.clear()
+        w.refresh()
+        assert store.lists == [("objects", "m/metrics/")]
+    put_iteration(s3, bucket, samples, 4)
+    put_metrics(s3, bucket, samples, 5, 1)
+    store.lists.clear()
+    snap = w.refresh()
+    assert store.lists == [("objects", "m/metrics/")]
+    assert snap.extras.simulator is not None
+    assert [it.iteration for it in snap.extras.simulator.iterations] == [0, 1, 2, 3, 4]
+    # Two iterations ended between two refreshes: both files read; a missing one is read at
+    # the next change.
+    put_iteration(s3, bucket, samples, 5)
+    put_iteration(s3, bucket, samples, 7)
+    put_metrics(s3, bucket, samples, 7, 1)
+    snap = w.refresh()
+    assert [it.iteration for it in snap.extras.simulator.iterations] == [0, 1, 2, 3, 4, 5]
+    put_iteration(s3, bucket, samples, 6)
+    put_metrics(s3, bucket, samples, 8, 1)
+    store.lists.clear()
+    snap = w.refresh()
+    assert store.lists == [("objects", "m/metrics/")]
+    assert [it.iteration for it in snap.extras.simulator.iterations] == list(range(8))

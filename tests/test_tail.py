@@ -4,14 +4,21 @@ the new document or declines (and the exporter reads it in full)."""
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepracer_exporter import tail
+from deepracer_exporter.config import ModelConfig
+from deepracer_exporter.modelcache import VERIFY_TAILS, DeriveSettings, ModelCache
 from deepracer_exporter.parse import Columns
+from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, key_for
+from deepracer_exporter.sources import DirectoryStore
 
 FIELDS = ("episode", "trial", "phase", "status", "reward", "completion", "elapsed_ms")
 # Mostly valid records, some of the wrong type or out of range: the tail read must apply the
@@ -97,3 +104,34 @@ def test_new_records_that_are_not_strict_json_are_declined() -> None:
     assert tail.appended(broken[mark.range_start:], mark) is None
     spaced = before[:mark.close] + b"\x0c, " + json.dumps(rec).encode() + before[mark.close:]
     assert tail.appended(spaced[mark.range_start:], mark) is None  # not JSON whitespace
+
+
+@pytest.mark.parametrize("rewritten", [False, True], ids=["grown", "rewritten"])
+def test_verifying_read_warns_only_when_the_tail_reads_were_wrong(
+        rewritten: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """After VERIFY_TAILS tail reads the next growth is read in full. The records the tail reads
+    built are compared with the start of that read: an object that only grew meanwhile (the
+    normal case) logs nothing; one whose early records were rewritten in place is reported."""
+    sim = TrainingSimulator(TrainingSpec(episodes_between_training=10, workers=1, seed=7))
+    path = tmp_path / key_for("m", 0)
+    path.parent.mkdir(parents=True)
+    sim.advance(40)
+    path.write_bytes(sim.document(0))
+    cache = ModelCache(ModelConfig(name="m", rounds=("m",), directory=str(tmp_path)),
+                       DirectoryStore(tmp_path), DeriveSettings())
+    cache.refresh()
+    for _ in range(VERIFY_TAILS):
+        sim.advance(1)
+        path.write_bytes(sim.document(0))
+        assert cache.refresh().health.success
+    sim.advance(1)
+    body = sim.document(0)
+    if rewritten:  # the first record's reward, same byte length
+        at = body.index(b'"reward_score": ') + len(b'"reward_score": ')
+        body = body[:at] + str((body[at] - ord("0")) % 9 + 1).encode() + body[at + 1:]
+    path.write_bytes(body)
+    with caplog.at_level(logging.INFO, logger="deepracer_exporter"):
+        health = cache.refresh().health
+    assert (health.tail, health.downloaded) == (VERIFY_TAILS, 2)  # the verifying full read
+    warned = [r for r in caplog.records if "rewritten in place" in r.getMessage()]
+    assert len(warned) == (1 if rewritten else 0), [r.getMessage() for r in warned]

@@ -43,17 +43,24 @@ class StoreFactory:
         self._client: Any = None
         self._request_seconds = 60.0
         self._lock = threading.Lock()
+        self._requests: Any = None  # s3store.RequestCounter, with the client
+
+    def requests(self) -> tuple[tuple[str, str, int], ...]:
+        """S3 requests sent so far by (operation, status); none before the first S3 store."""
+        return self._requests.counts() if self._requests is not None else ()
 
     def __call__(self, where: ModelConfig | DiscoverConfig) -> ObjectStore:
         if where.bucket is None:
             return DirectoryStore(where.directory or ".")
-        from .s3store import S3Store, request_seconds
+        from .s3store import RequestCounter, S3Store, request_seconds
 
         with self._lock:
             if self._client is None:
                 self._client = self._s3_client()
                 if hasattr(self._client, "meta"):
                     self._request_seconds = request_seconds(self._client)
+                    self._requests = RequestCounter()
+                    self._requests.watch(self._client)
         return S3Store(self._client, where.bucket, self._request_seconds)
 
 
@@ -118,7 +125,9 @@ class Exporter:
                                   docker.state() if docker else None,
                                   cloudwatch.state() if cloudwatch else None))
         self.refresher = Refresher(config, stores, clock=clock, on_snapshot=self.exposition.update,
-                                   monotonic=monotonic, push=trainer)
+                                   monotonic=monotonic, push=trainer,
+                                   requests=stores.requests
+                                   if isinstance(stores, StoreFactory) else None)
         self.server: MetricsServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -296,7 +296,7 @@ def _simulator_runs(fn: Callable[[IterationSteps], Iterable[Sample]]
 def _requests(m: ModelSnapshot) -> list[Sample]:
     h = m.health
     return [(("downloaded",), h.downloaded), (("not_modified",), h.not_modified),
-            (("unchanged",), h.unchanged), (("tail",), h.tail)]
+            (("tail",), h.tail)]
 
 
 MODEL = ("model",)
@@ -715,14 +715,21 @@ FAMILIES: tuple[Family, ...] = (
     ModelFamily(
         name="deepracer_exporter_object_requests_total", type="counter", section="health",
         labels=("model", "result"),
-        help="Objects checked (metrics, side documents, simtrace): downloaded, not_modified "
-             "(conditional GET answered 304), unchanged (listing ETag unchanged, no GET) or tail "
-             "(grown object, only its new records read).",
-        doc="objects checked (metrics, evaluation and side documents, simtrace CSVs): "
+        help="Objects read (metrics, side documents, simtrace): downloaded, not_modified "
+             "(conditional GET answered 304) or tail (grown object, only its new records read).",
+        doc="objects read (metrics, evaluation and side documents, simtrace CSVs): "
             "`downloaded` (read in full), `tail` (grown: only the new "
-            "records read with a ranged GET), `not_modified` (conditional GET answered 304) or "
-            "`unchanged` (the listing's ETag is the one held: no GET at all)",
+            "records read with a ranged GET) or `not_modified` (conditional GET answered 304); "
+            "every S3 request is in `deepracer_exporter_s3_requests_total`",
         values=lambda _s, m: _requests(m)),
+    ModelFamily(
+        name="deepracer_exporter_refresh_interval_seconds", type="gauge", section="health",
+        labels=MODEL, unit="seconds",
+        help="Seconds between the model's refreshes now (longer while finished or idle).",
+        doc="seconds between two refreshes of the model now: `refresh_interval` while it "
+            "trains, up to `max_refresh_interval` once it is finished or unchanged for 10 "
+            "minutes (docs/polling.md)",
+        values=lambda _s, m: _one(m.health.poll_interval or None)),
     ModelFamily(
         name="deepracer_exporter_downloaded_bytes_total", type="counter", section="health",
         labels=MODEL, unit="bytes", help="Bytes of object bodies downloaded.",
@@ -732,6 +739,14 @@ FAMILIES: tuple[Family, ...] = (
         help="Series the model contributes to this exposition (per-iteration ones included).",
         doc="series of this exposition that carry the model's label, this one included: what "
             "the model costs Prometheus (see docs/bench.md, Sizing)"),
+    ExporterFamily(
+        name="deepracer_exporter_s3_requests_total", type="counter", section="health",
+        labels=("operation", "status"),
+        help="S3 requests sent (every attempt), by operation and HTTP status.",
+        doc="every S3 request sent, retries included, discovery included: what S3 bills "
+            "(`operation` `ListObjectsV2` or `GetObject`; `status` the HTTP status, `error` "
+            "without an answer); the usual ones created at 0; only with an S3 source",
+        values=lambda s: [((op, status), n) for op, status, n in s.s3_requests]),
     ExporterFamily(
         name="deepracer_exporter_models", type="gauge", section="health", labels=(),
         help="Models watched.", values=lambda s: [((), len(s.models))]),

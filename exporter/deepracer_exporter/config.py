@@ -232,6 +232,10 @@ def _optional(read: Callable[[object], T]) -> Callable[[object], T | None]:
 LISTEN = Key("listen", "0.0.0.0:9877", _address("0.0.0.0:9877"), "HOST:PORT of /metrics")
 REFRESH_INTERVAL = Key("refresh_interval", "15s", _duration(0.1),
                        "time between two refreshes of every model")
+MAX_REFRESH_INTERVAL = Key("max_refresh_interval", "10m", _duration(1.0),
+                           "a finished model, or one unchanged for 10 minutes, is refreshed "
+                           "this often (refresh_interval if that is longer): how late a "
+                           "restarted training may be noticed")
 ROLLING_WINDOW = Key("rolling_window", 5, _integer(1, 1000),
                      "iterations in the rolling mean of reward and completion")
 MAX_ITERATIONS = Key("max_iterations", 1000, _integer(1, 100_000),
@@ -296,7 +300,8 @@ TRACKS_DIR = Key("tracks_dir", None, _folder, "folder of track waypoint files "
                  "(<WORLD_NAME>.npy) for the track view; none = paths only")
 
 KEYS: tuple[Key[Any], ...] = (
-    LISTEN, REFRESH_INTERVAL, ROLLING_WINDOW, MAX_ITERATIONS, TOP_LAPS, MAX_EVALUATION_RUNS,
+    LISTEN, REFRESH_INTERVAL, MAX_REFRESH_INTERVAL,
+    ROLLING_WINDOW, MAX_ITERATIONS, TOP_LAPS, MAX_EVALUATION_RUNS,
     MAX_OBJECT_BYTES, REFRESH_WORKERS, HISTORY_MAX_AGE, ITERATION_STATS, TELEGRAF_LISTEN,
     DOCKER_SOCKET, DOCKER_CONTAINERS, DOCKER_POLL_INTERVAL, CLOUDWATCH_LOG_GROUP,
     CLOUDWATCH_REGION, CLOUDWATCH_PROFILE, CLOUDWATCH_ENDPOINT_URL, CLOUDWATCH_POLL_INTERVAL,
@@ -392,6 +397,7 @@ class Config:
     listen_host: str = LISTEN.default[0]
     listen_port: int = LISTEN.default[1]
     refresh_interval: float = REFRESH_INTERVAL.default
+    max_refresh_interval: float = MAX_REFRESH_INTERVAL.default
     rolling_window: int = ROLLING_WINDOW.default
     max_iterations: int = MAX_ITERATIONS.default
     top_laps: int = TOP_LAPS.default
@@ -686,6 +692,7 @@ def parse_config(text: str, source: str, env: dict[str, str] | None = None) -> C
         listen_host=host,
         listen_port=port,
         refresh_interval=c.read(raw, REFRESH_INTERVAL),
+        max_refresh_interval=c.read(raw, MAX_REFRESH_INTERVAL),
         rolling_window=c.read(raw, ROLLING_WINDOW),
         max_iterations=c.read(raw, MAX_ITERATIONS),
         top_laps=c.read(raw, TOP_LAPS),

@@ -7,6 +7,9 @@ Simtrace files (the simulator's per-iteration step log) are read beside the metr
 object once per ETag (the simulator writes it once), reduced at once to a few numbers; a bad one
 is counted and logged like a side document and never fails the model's training data.
 
+What is requested when (this model's refresh interval, when side files and simtrace folders are
+read again) is decided by polling.py; this class does the reading.
+
 A refresh that overruns its deadline (each store call's `budget`) is shown as failing with
 reason `timeout` by the refresher's watchdog (`overdue`, `timed_out`) even while its thread is
 still stuck in the call.
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import analysis, layouts, sidefiles, simtrace, tail, track
+from . import analysis, layouts, polling, sidefiles, simtrace, tail, track
 from .config import ModelConfig
 from .derive import Derived, RoundInput, _episodes_per_worker, derive
 from .lograte import LogLimiter
@@ -42,10 +45,7 @@ _SIDE_MAX_BYTES = 1024 * 1024
 # for one worker's iteration, far more than a simulator writes, and parsing that takes about
 # 125 MB beside the body. Below LargeReads' threshold, so it never waits for the large-read slot.
 SIMTRACE_MAX_BYTES = 16 * 1024**2
-# A model's folders are listed again (to find new simtrace folders) when its metrics listing
-# changed, and at least this often (an evaluation's simtrace may land after its metrics file).
-SIMTRACE_FOLDERS_SECONDS = 600.0
-SIMTRACE_GROWN_SECONDS = 60.0
+_GETS_PER_LIST = 12  # S3 bills a LIST like 12.5 GETs
 # A tail read trusts that the bytes before the new records did not change. That is checked by a
 # full read: of the next growth after VERIFY_TAILS tail reads in a row, and at the first refresh
 # VERIFY_SECONDS after the last full read of an object tail-read since (changed or not).
@@ -61,6 +61,8 @@ class DeriveSettings:
     max_object_bytes: int = 256 * 1024**2
     max_evaluation_runs: int = 10
     history_max_age: float = math.inf  # the global one; a model's own setting wins
+    refresh_interval: float = 15.0
+    max_refresh_interval: float = 600.0  # a finished or idle model's (polling.py)
     tracks_dir: str | None = None  # track waypoint files (<WORLD_NAME>.npy) for the track view
 
     def derivation(self) -> tuple[int, int, int]:
@@ -135,12 +137,15 @@ class _Tracked:
             return self._store.get_range(key, start, etag)
 
 
-def _same(a: Columns, b: Columns) -> bool:
-    return a.skipped == b.skipped and all(
-        np.array_equal(x, y, equal_nan=True) for x, y in (
-            (a.episode, b.episode), (a.trial, b.trial), (a.phase, b.phase),
-            (a.status, b.status), (a.reward, b.reward), (a.completion, b.completion),
-            (a.elapsed_ms, b.elapsed_ms)))
+def _covers(full: Columns, built: Columns) -> bool:
+    """Whether a full read starts with the records tail reads built: the object may have grown
+    since (more records after them, skipped ones included), nothing before them changed."""
+    n = len(built)
+    return len(full) >= n and full.skipped >= built.skipped and all(
+        np.array_equal(x[:n], y, equal_nan=True) for x, y in (
+            (full.episode, built.episode), (full.trial, built.trial), (full.phase, built.phase),
+            (full.status, built.status), (full.reward, built.reward),
+            (full.completion, built.completion), (full.elapsed_ms, built.elapsed_ms)))
 
 
 @dataclass
@@ -232,6 +237,7 @@ class ModelCache:
         self._monotonic = monotonic
         self._large = large_reads or LargeReads()
         self._lock = threading.Lock()
+        self._polling = polling.ModelPolling(monotonic, clock)
         self._started: float | None = None
         self._overdue_counted = False
         self._objects: dict[str, _Cached] = {}
@@ -244,9 +250,6 @@ class ModelCache:
         self._tracks: track.TrackFiles | None = None
         self._simulator_basis: object = None  # what `_simulator` was computed from
         self._folders: dict[str, tuple[str, ...]] = {}  # round prefix -> its simtrace folders
-        self._folders_state: object = None  # the metrics listing when they were listed
-        self._folders_listed = -math.inf  # monotonic
-        self._folders_keys: frozenset[str] = frozenset()
         self._extras = ModelExtras()
         self._trainer_log = TrainerLog(settings.max_iterations, monotonic)  # console/DRoA exports
         self._derived: Derived | None = None
@@ -255,7 +258,6 @@ class ModelCache:
         self._errors = dict.fromkeys(REASONS, 0)
         self._downloaded = 0
         self._not_modified = 0
-        self._unchanged = 0
         self._tail = 0
         self._bytes = 0
         self._log = LogLimiter(clock=monotonic)
@@ -269,7 +271,16 @@ class ModelCache:
         the cached columns then, without downloading anything again."""
         if settings.derivation() != self._settings.derivation():
             self._rederive = True
+            self._polling.wake()
         self._settings = settings
+
+    def due(self) -> bool:
+        """Whether the model is to be refreshed this cycle (polling.py decides)."""
+        return self._polling.due()
+
+    def wake(self) -> None:
+        """Refresh at the next cycle, whatever its polling interval (a reload)."""
+        self._polling.wake()
 
     def refresh(self) -> ModelSnapshot:
         started = self._monotonic()
@@ -291,6 +302,10 @@ class ModelCache:
             if self._log.failed("refresh", "other"):
                 log.exception("model %s: unexpected refresh failure (keeping last good data)",
                               self.model.name)
+        settings = self._settings
+        self._polling.scheduled(error is None, self._derived is not None and self._derived.finished,
+                                self._last_update, settings.refresh_interval,
+                                settings.max_refresh_interval)
         with self._lock:
             self._started = None
             return self._snapshot(error, self._monotonic() - started)
@@ -347,9 +362,9 @@ class ModelCache:
                 errors=tuple(self._errors.items()),
                 downloaded=self._downloaded,
                 not_modified=self._not_modified,
-                unchanged=self._unchanged,
                 tail=self._tail,
                 downloaded_bytes=self._bytes,
+                poll_interval=self._polling.interval,
                 last_error=error,
             ),
         )
@@ -362,17 +377,49 @@ class ModelCache:
                         self.model.name, error, kept)
 
     def _refresh(self) -> None:
-        changed = self._derived is None or self._rederive
+        """List and read the metrics, then what polling.py says is due beside them: side files,
+        the checkpoint index, simtrace folders."""
+        listed, changed = self._read_metrics()
+        side = self._polling.side_files()
+        rounds: list[RoundInput] = []
+        hyper = _Hyper()
+        for prefix, workers in listed:
+            key = f"{prefix}/ip/hyperparameters.json"
+            if side or key not in self._side:
+                changed = self._read_side(key, _parse_hyper)[1] or changed
+            value = self._side[key].value
+            hyper = value if isinstance(value, _Hyper) else _Hyper()
+            rounds.append(RoundInput(workers, hyper.episodes, hyper.max_episodes))
+        if changed or self._derived is None or self._rederive:
+            self._rederive = False
+            self._derived = derive(rounds, rolling_window=self._settings.rolling_window,
+                                   max_iterations=self._settings.max_iterations,
+                                   top_laps=self._settings.top_laps)
+        exported = {run.run_id for run in sidefiles.latest_runs(
+            (run for _, run in self._runs.values()), self._settings.max_evaluation_runs)}
+        missing = exported - {t.key.run for t in self._traces.values()
+                              if t.key.kind == layouts.EVALUATION}
+        per_iteration = self._polling.per_iteration(self._derived.latest_iteration, side,
+                                                    missing)
+        offset = _latest_round_offset(rounds)
+        self._read_simtrace(offset, side or (per_iteration and bool(missing)), per_iteration,
+                            self._derived.latest_iteration - offset, exported, missing)
+        self._extras = self._build_extras(self.model.rounds[-1], hyper, side, per_iteration)
+
+    def _read_metrics(self) -> tuple[list[tuple[str, dict[int, Columns]]], bool]:
+        """List every round's `metrics/`, read the worker files whose ETag changed (a grown one
+        by its tail) and the new evaluation runs; returns each round's workers' columns and
+        whether any worker file changed. The listing goes to the polling policy."""
+        changed = False
         fresh: dict[str, _Cached] = {}
         runs: dict[str, tuple[str, sidefiles.EvaluationRun]] = {}
-        rounds: list[RoundInput] = []
+        listed: list[tuple[str, dict[int, Columns]]] = []
         newest = 0.0
-        hyper = _Hyper()
-        metrics_state: set[tuple[str, str]] = set()
+        state: list[polling.ObjectState] = []
         for prefix in self.model.rounds:
             metrics_prefix = f"{prefix}/metrics/"
             listing = {o.key: o for o in self._store.list_objects(metrics_prefix)}
-            metrics_state.update((o.key, o.etag) for o in listing.values())
+            state.extend((o.key, o.etag, o.size) for o in listing.values())
             selected = layouts.select_training_keys(listing, metrics_prefix)
             if not selected:
                 raise SourceError("not_found", f"no metrics/TrainingMetrics*.json (or console "
@@ -381,10 +428,8 @@ class ModelCache:
             for index, key in sorted(selected.items()):
                 obj = listing[key]
                 cached = self._objects.get(key)
-                if (cached is not None and cached.etag == obj.etag
-                        and not self._verification_due(cached)):
-                    self._unchanged += 1
-                else:
+                if (cached is None or cached.etag != obj.etag
+                        or self._verification_due(cached)):
                     with self._large.hold(obj.size):
                         cached = self._fetch(obj, cached)
                     changed = True
@@ -392,23 +437,13 @@ class ModelCache:
                 newest = max(newest, obj.last_modified)
                 workers[index] = cached.columns
             runs.update(self._evaluation_runs(listing, metrics_prefix))
-            hyper_side, hyper_changed = self._read_side(f"{prefix}/ip/hyperparameters.json",
-                                                        _parse_hyper)
-            hyper = hyper_side.value if isinstance(hyper_side.value, _Hyper) else _Hyper()
-            changed = changed or hyper_changed
-            rounds.append(RoundInput(workers, hyper.episodes, hyper.max_episodes))
-        if set(fresh) != set(self._objects):
-            changed = True
-        if changed:
-            self._rederive = False
-            self._derived = derive(rounds, rolling_window=self._settings.rolling_window,
-                                   max_iterations=self._settings.max_iterations,
-                                   top_laps=self._settings.top_laps)
+            listed.append((prefix, workers))
+        self._polling.listed(state)
+        changed = changed or set(fresh) != set(self._objects)
         self._objects = fresh
         self._runs = runs
         self._last_update = newest or self._last_update
-        self._read_simtrace(_latest_round_offset(rounds), frozenset(metrics_state))
-        self._extras = self._build_extras(self.model.rounds[-1], hyper)
+        return listed, changed
 
     def _evaluation_runs(self, listing: dict[str, Any], metrics_prefix: str
                          ) -> dict[str, tuple[str, sidefiles.EvaluationRun]]:
@@ -420,24 +455,29 @@ class ModelCache:
                 continue
             cached = self._runs.get(key)
             if cached is not None and cached[0] == obj.etag:
-                self._unchanged += 1
                 out[key] = cached
                 continue
             try:
-                got = self._store.get(key, None, self._settings.max_object_bytes)
-                self._downloaded += 1
-                self._bytes += len(got.body or b"")
-                out[key] = (got.etag, sidefiles.parse_evaluation(run_id, got.body or b""))
+                # An evaluation file is parsed into dicts, several times its size at the peak:
+                # a large one waits for the large-read slot like a metrics file.
+                with self._large.hold(obj.size):
+                    got = self._store.get(key, None, self._settings.max_object_bytes)
+                    self._downloaded += 1
+                    self._bytes += len(got.body or b"")
+                    out[key] = (got.etag, sidefiles.parse_evaluation(run_id, got.body or b""))
+                    del got
             except (SourceError, MetricsFileError) as exc:
                 self._side_failure(key, exc)
                 if cached is not None:
                     out[key] = cached
         return out
 
-    def _build_extras(self, prefix: str, hyper: _Hyper) -> ModelExtras:
-        metadata, _ = self._read_side(f"{prefix}/model/model_metadata.json", _parse_metadata)
-        checkpoints, _ = self._read_side(f"{prefix}/model/deepracer_checkpoints.json",
-                                         sidefiles.parse_checkpoints)
+    def _build_extras(self, prefix: str, hyper: _Hyper, side: bool, per_iteration: bool
+                      ) -> ModelExtras:
+        metadata = self._side_value(f"{prefix}/model/model_metadata.json", _parse_metadata,
+                                    side)
+        checkpoints = self._side_value(f"{prefix}/model/deepracer_checkpoints.json",
+                                       sidefiles.parse_checkpoints, per_iteration)
         all_runs = [run for _, run in self._runs.values()]
         labels, bounds, actions = metadata.value if metadata.value is not None else ((), (), ())
         return ModelExtras(
@@ -458,44 +498,33 @@ class ModelCache:
 
     # -- simtrace ------------------------------------------------------------------------------
 
-    def _read_simtrace(self, offset: int, metrics_state: frozenset[tuple[str, str]]) -> None:
+    def _read_simtrace(self, offset: int, relist: bool, next_iteration: bool, upto: int,
+                       exported: set[str], missing: set[str]) -> None:
         """Find, read (new ETags only) and reduce the simtrace objects that are exported: the
         latest round's training iterations (the latest `max_iterations`) and the exported
         evaluation runs of every round.
 
-        Listing cost: the latest round's training folders (`training-simtrace/`, one per worker
-        `<n>/`, or `sim-trace/`) one LIST each every refresh, so the file of an iteration that
-        just ended is found at once. The model's folders themselves (one delimiter LIST per
-        round) when its metrics listing gained a key, at most every SIMTRACE_GROWN_SECONDS while
-        its files only grow, and every SIMTRACE_FOLDERS_SECONDS: an
-        unchanged model without simtrace costs no request more. An `evaluation-<time>/` folder,
-        and an earlier round, only then and while an exported run's file is not found yet (each
-        run writes one, once)."""
-        runs = sidefiles.latest_runs((run for _, run in self._runs.values()),
-                                  self._settings.max_evaluation_runs)
-        exported = {run.run_id for run in runs}
-        missing = exported - {t.key.run for t in self._traces.values()
-                              if t.key.kind == layouts.EVALUATION}
-        # New keys (a worker, an evaluation run) relist at once; a file that only grew (every
-        # episode of a training) at most every SIMTRACE_GROWN_SECONDS, so a live training's
-        # refreshes do not all pay a folder LIST.
-        metrics_keys = frozenset(key for key, _ in metrics_state)
-        since = self._monotonic() - self._folders_listed
-        relist = (metrics_keys != self._folders_keys or since >= SIMTRACE_FOLDERS_SECONDS
-                  or (metrics_state != self._folders_state
-                      and since >= SIMTRACE_GROWN_SECONDS))
-        if relist:
-            self._folders_state, self._folders_listed = metrics_state, self._monotonic()
-            self._folders_keys = metrics_keys
+        When to look is polling.py's: with `relist` (the training was replaced, a run's file is
+        awaited, the safety net) the model's folders are listed (one delimiter LIST per round),
+        then the latest round's training folders (`training-simtrace/`, one per worker `<n>/`,
+        or `sim-trace/`), and an `evaluation-<time>/` folder or an earlier round only while an
+        exported run's file is not found yet (each run writes one, once). With
+        `next_iteration` alone (the latest iteration changed) the files of the iterations that
+        ended since (the round's own iterations below `upto`) are read by GET at the keys the
+        newest known one implies: a GET costs a twelfth of a LIST. Otherwise what was found
+        before is kept."""
         latest = self.model.rounds[-1]
         found: dict[str, tuple[ObjectInfo, layouts.SimtraceKey, str]] = {}
         listed_folders: set[str] = set()
-        for prefix in self.model.rounds:
-            if prefix != latest and not (relist and any(
+        probed: dict[str, _Trace] | None = {}
+        if next_iteration and not relist:
+            probed = self._read_next_iterations(latest, upto)
+        for prefix in self.model.rounds if relist or probed is None else ():
+            if prefix != latest and not (any(
                     run.run_id in missing and key.startswith(f"{prefix}/metrics/")
                     for key, (_, run) in self._runs.items())):
                 continue
-            for folder in self._simtrace_folders(prefix, prefix == latest, relist, missing):
+            for folder in self._simtrace_folders(prefix, prefix == latest, missing, relist):
                 try:
                     objects = self._store.list_objects(folder)
                 except SourceError as exc:
@@ -509,6 +538,7 @@ class ModelCache:
         # What was not listed now (its folder skipped, or its listing failed) stays as it was.
         carried = {name: t for name, t in self._traces.items()
                    if t.folder not in listed_folders and name not in found}
+        carried.update(probed or {})
         keys = {name: key for name, (_, key, _) in found.items()}
         keys.update((name, t.key) for name, t in carried.items())
         traces: dict[str, _Trace] = {}
@@ -519,7 +549,6 @@ class ModelCache:
             obj, key, folder = found[name]
             cached = self._traces.get(name)
             if cached is not None and cached.etag == obj.etag:
-                self._unchanged += 1
                 traces[name] = cached
                 continue
             trace = self._read_trace(obj, key, folder, cached)
@@ -537,20 +566,48 @@ class ModelCache:
                 if self._world.etag is not None:
                     break
 
-    def _simtrace_folders(self, prefix: str, latest: bool, relist: bool, missing: set[str]
+    def _read_next_iterations(self, latest: str, upto: int) -> dict[str, _Trace] | None:
+        """The training files of the iterations from the newest known one of each worker folder
+        up to `upto` (excluded), read by GET at the key that one implies; a file not there yet
+        ends its folder's run (looked for again at the next change). None when that cannot
+        replace a listing: no training file known yet, or more iterations missing than a LIST
+        costs in GETs."""
+        newest: dict[tuple[str, int, str | None], tuple[int, str]] = {}
+        for name, t in self._traces.items():
+            if t.key.kind == layouts.TRAINING and name.startswith(f"{latest}/"):
+                group = (t.folder, t.key.worker, t.key.run)
+                if group not in newest or t.key.iteration > newest[group][0]:
+                    newest[group] = (t.key.iteration, name)
+        if not newest or any(upto - it - 1 > _GETS_PER_LIST for it, _ in newest.values()):
+            return None
+        out: dict[str, _Trace] = {}
+        for (folder, _, _), (known, name) in newest.items():
+            head = name.rsplit("/", 1)[0]
+            for it in range(known + 1, upto):
+                key = f"{head}/{it}-iteration.csv"
+                simtrace_key = layouts.simtrace_key(key, latest)
+                trace = None if simtrace_key is None else self._read_trace(
+                    ObjectInfo(key, "", 0.0, 0), simtrace_key, folder, None)
+                if trace is None:
+                    break
+                out[key] = trace
+        return out
+
+    def _simtrace_folders(self, prefix: str, latest: bool, missing: set[str], children: bool
                           ) -> list[str]:
-        """The folders of a round to list now (see `_read_simtrace`)."""
-        if relist or prefix not in self._folders:
-            try:
-                children = self._store.list_children(f"{prefix}/")
-                self._folders[prefix] = layouts.simtrace_folders(children, prefix)
-            except SourceError as exc:
-                self._side_failure(f"{prefix}/", exc)
+        """The folders of a round to list now (see `_read_simtrace`): its folders are listed
+        first with `children`, else (or when that listing fails) those found before are used."""
+        try:
+            if children or prefix not in self._folders:
+                found = self._store.list_children(f"{prefix}/")
+                self._folders[prefix] = layouts.simtrace_folders(found, prefix)
+        except SourceError as exc:
+            self._side_failure(f"{prefix}/", exc)
         out = []
         for folder in self._folders.get(prefix, ()):
             run = layouts.simtrace_key(f"{folder}evaluation-simtrace/0-iteration.csv", prefix)
             if run is not None:  # an evaluation-<time>/ folder of DRfC
-                if relist and run.run in missing:
+                if run.run in missing:
                     out.append(folder)
             elif latest or folder.endswith("/sim-trace/"):
                 out.append(folder)
@@ -585,11 +642,13 @@ class ModelCache:
         previous = cached.steps if cached is not None else None
         kept = cached.episodes if cached is not None else None
         bound = min(SIMTRACE_MAX_BYTES, self._settings.max_object_bytes)
+        etag = obj.etag
         try:
             if obj.size > bound:
                 raise SourceError("too_large", f"{self._store.describe(obj.key)}: {obj.size} "
                                   f"bytes is over the simtrace limit of {bound}")
             got = self._store.get(obj.key, None, bound)
+            etag = got.etag
             self._downloaded += 1
             self._bytes += len(got.body or b"")
             cols = simtrace.parse_simtrace(got.body or b"")
@@ -597,7 +656,7 @@ class ModelCache:
                           analysis.reduce_file(cols) if key.kind == layouts.TRAINING else None)
         except MetricsFileError as exc:
             self._side_failure(obj.key, exc)
-            return _Trace(obj.etag, key, folder, previous, kept)
+            return _Trace(etag, key, folder, previous, kept)
         except SourceError as exc:
             if exc.reason == "not_found":  # deleted since the listing
                 return None
@@ -655,9 +714,18 @@ class ModelCache:
         """A side object (evaluation run, metadata, checkpoints) that cannot be read is counted
         and logged, but does not fail the model: its training numbers are still good."""
         self._count(exc.reason)
+        self._polling.retry()
         if self._log.failed(("side", key), exc.reason):
             log.warning("model %s: %s: %s: %s; its last good value is kept", self.model.name,
                         exc.reason, self._store.describe(key), exc)
+
+    def _side_value(self, key: str, parse: Callable[[bytes | bytearray], Any], due: bool
+                    ) -> _Side:
+        """The side object as last read; read again (a conditional GET) when `due`."""
+        cached = self._side.get(key)
+        if due or cached is None:
+            return self._read_side(key, parse)[0]
+        return cached
 
     def _read_side(self, key: str, parse: Callable[[bytes | bytearray], Any]
                    ) -> tuple[_Side, bool]:
@@ -713,7 +781,7 @@ class ModelCache:
             log.info("model %s: %s went back to episode %d (training restarted on this "
                      "prefix); starting over from the new data", self.model.name,
                      self._store.describe(key), int(columns.episode.max()))
-        if cached is not None and cached.tails and not _same(columns, cached.columns):
+        if cached is not None and cached.tails and not _covers(columns, cached.columns):
             log.info("model %s: %s differs from what its last %d tail read(s) built (rewritten "
                      "in place); replaced by this full read", self.model.name,
                      self._store.describe(key), cached.tails)

@@ -24,6 +24,7 @@ from .config import Config, DiscoverConfig, ModelConfig, ShardConfig
 from .layouts import select_training_keys
 from .lograte import LogLimiter
 from .modelcache import DeriveSettings, LargeReads, ModelCache
+from .polling import DiscoveryPolling
 from .snapshot import ModelSnapshot, Snapshot
 from .sources import ObjectStore, SourceError
 from .telegraf_listener import PushState
@@ -54,19 +55,21 @@ def owned(model: ModelConfig, shard: ShardConfig) -> bool:
     return shard.total <= 1 or shard_owner(model_key(model), shard.total) == shard.index
 
 
-def discover_prefixes(entry: DiscoverConfig, store: ObjectStore, known: set[str]) -> list[str]:
+def discover_prefixes(entry: DiscoverConfig, store: ObjectStore, known: set[str],
+                      polling: DiscoveryPolling | None = None) -> list[str]:
     """Prefixes directly under `entry.prefix` holding training metrics (DRfC or console).
 
-    Prefixes in `known` are taken as they are, without listing their metrics again."""
+    Prefixes in `known` are taken as they are, without listing their metrics again; of the
+    others, `polling` chooses which to check now (the rest stay what they were). Without it
+    (a one-off look) every other prefix is checked."""
+    polling = polling or DiscoveryPolling(time.monotonic)
     base = f"{entry.prefix}/" if entry.prefix else ""
-    found = []
-    for child in store.list_children(base):
-        prefix = child.rstrip("/")
+    children = [child.rstrip("/") for child in store.list_children(base)]
+    for prefix in polling.to_check(children, known):
         metrics = f"{prefix}/metrics/"
-        if prefix in known or select_training_keys(
-                (o.key for o in store.list_objects(metrics)), metrics):
-            found.append(prefix)
-    return found
+        polling.checked(prefix, bool(select_training_keys(
+            (o.key for o in store.list_objects(metrics)), metrics)))
+    return [p for p in children if p in known or polling.is_model(p)]
 
 
 def qualified_name(entry: DiscoverConfig, prefix: str) -> str:
@@ -173,9 +176,13 @@ class Refresher:
                  on_snapshot: Callable[[Snapshot], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  large_reads: LargeReads | None = None,
-                 push: Callable[[], PushState] | None = None) -> None:
+                 push: Callable[[], PushState] | None = None,
+                 requests: Callable[[], tuple[tuple[str, str, int], ...]] | None = None
+                 ) -> None:
         self._make_store = make_store
         self._push = push
+        self._requests = requests
+        self._discovery: dict[DiscoverConfig, DiscoveryPolling] = {}
         self._clock = clock
         self._monotonic = monotonic
         self._on_snapshot = on_snapshot
@@ -199,6 +206,10 @@ class Refresher:
         self.config = config
         if self._pool is not None:
             self._pool.resize(config.refresh_workers)
+        for watcher in self._watchers.values():
+            watcher.wake()
+        for polling in self._discovery.values():
+            polling.wake()
         self._kick.set()
 
     def pause(self, seconds: float) -> None:
@@ -217,19 +228,28 @@ class Refresher:
     def _settings(self) -> DeriveSettings:
         c = self.config
         return DeriveSettings(c.rolling_window, c.max_iterations, c.top_laps, c.max_object_bytes,
-                              c.max_evaluation_runs, c.history_max_age,
-                              tracks_dir=c.tracks_dir)
+                              c.max_evaluation_runs, c.history_max_age, c.refresh_interval,
+                              c.max_refresh_interval, tracks_dir=c.tracks_dir)
 
     def _discover(self, entry: DiscoverConfig) -> tuple[list[str], bool]:
+        """The entry's models: listed again when its polling says so, else as last listed."""
         location = (entry.bucket, entry.directory)
         known = {p for (b, d, p) in self._named if (b, d) == location}
+        polling = self._discovery.get(entry)
+        if polling is None:
+            polling = self._discovery[entry] = DiscoveryPolling(self._monotonic)
+        elif not polling.due():
+            return sorted(known | set(polling.models)), polling.ok
         try:
-            found = discover_prefixes(entry, self._make_store(entry), known)
+            found = discover_prefixes(entry, self._make_store(entry), known, polling)
         except SourceError as exc:
+            polling.listed(False)
             if self._log.failed(("discovery", entry.source_label), exc.reason):
                 log.warning("discovery of %s failed (%s: %s); keeping models found before",
                             entry.source_label, exc.reason, exc)
             return sorted(known), False
+        polling.listed(True)
+        polling.models = found
         if self._log.recovered(("discovery", entry.source_label)):
             log.info("discovery of %s recovered", entry.source_label)
         return found, True
@@ -244,6 +264,7 @@ class Refresher:
         names = {m.name for m in models}
         named: dict[tuple[str | None, str | None, str], str] = {}
         discovery: list[tuple[str, bool]] = []
+        self._discovery = {e: p for e, p in self._discovery.items() if e in config.discover}
         for entry in config.discover:
             found, ok = self._discover(entry)
             discovery.append((entry.source_label, ok))
@@ -309,7 +330,8 @@ class Refresher:
             self._pool = WorkerPool(self.config.refresh_workers)
         for name, w in watchers.items():
             running = self._inflight.get(name)
-            if running is None or running[0] is not w:
+            due = w.due() or name not in self._published  # else it keeps what it published
+            if (running is None or running[0] is not w) and due:
                 self._inflight[name] = (w, self._pool.submit(w.refresh))
         self._wait(self.config.refresh_interval if timeout is None else timeout)
         stuck = 0
@@ -336,7 +358,8 @@ class Refresher:
                         tuple(discovery), self.config.refresh_interval,
                         self.config.rolling_window, self._clock(),
                         iteration_stats=self.config.iteration_stats,
-                        push=self._push() if self._push is not None else None)
+                        push=self._push() if self._push is not None else None,
+                        s3_requests=self._requests() if self._requests is not None else ())
         self.snapshot = snap
         if self._on_snapshot is not None:
             self._on_snapshot(snap)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,44 @@ _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "InvalidToken", "AllAccessDisabled"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
               "ServiceUnavailable", "InternalError", "503", "500"}
+
+# What the exporter sends (a LIST is billed like 12.5 GETs), and the statuses kept as they are;
+# any other status counts as its class (`4xx`, `5xx`), a request without an answer as `error`.
+OPERATIONS = ("ListObjectsV2", "GetObject")
+_STATUSES = frozenset({200, 206, 304, 403, 404, 412, 416, 500, 503})
+_AT_ZERO = (("ListObjectsV2", "200"), ("GetObject", "200"), ("GetObject", "206"),
+            ("GetObject", "304"))
+
+
+class RequestCounter:
+    """Every request an S3 client sends, each attempt of a retried one included, by operation
+    and HTTP status: what S3 bills. Counted on botocore's `response-received` event, which
+    follows every attempt, answered or not."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = dict.fromkeys(_AT_ZERO, 0)
+
+    def watch(self, client: Any) -> None:
+        client.meta.events.register("response-received.s3", self._received)
+
+    def _received(self, event_name: str = "", response_dict: dict[str, Any] | None = None,
+                  **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        if operation not in OPERATIONS:
+            operation = "other"
+        if response_dict is None:
+            status = "error"
+        else:
+            code = int(response_dict.get("status_code") or 0)
+            status = str(code) if code in _STATUSES else f"{code // 100}xx"
+        with self._lock:
+            self._counts[(operation, status)] = self._counts.get((operation, status), 0) + 1
+
+    def counts(self) -> tuple[tuple[str, str, int], ...]:
+        """(operation, status, requests), sorted."""
+        with self._lock:
+            return tuple((op, status, n) for (op, status), n in sorted(self._counts.items()))
 
 
 

@@ -22,9 +22,9 @@ class Health:
     errors: tuple[tuple[str, int], ...]  # (reason, count) for every reason, zeros included
     downloaded: int
     not_modified: int
-    unchanged: int
     tail: int  # grown objects read by their new tail only (ranged GET)
     downloaded_bytes: int
+    poll_interval: float = 0.0  # seconds between the model's refreshes now (polling.py)
     last_error: str | None = None
 
 
@@ -96,6 +96,7 @@ class Snapshot:
     created: float
     iteration_stats: IterationStatSelection = DEFAULT_ITERATION_STATS  # (phase, family, stats)
     push: PushState | None = None  # DRfC's metrics push, when the UDP listener is on
+    s3_requests: tuple[tuple[str, str, int], ...] = ()  # (operation, status, count); S3 only
 
     def pushed(self, model: ModelSnapshot) -> PolicyState | None:
         """The trainer's policy figures for the model: pushed by DRfC's containers or followed
