@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from deepracer_exporter.lograte import LineFormatter
+from deepracer_exporter.polling import DISCOVER_CYCLES
 from deepracer_exporter.simulate import TrainingSimulator, TrainingSpec, key_for
 from helpers import config_from, exporter_for, parse, pick, refresh, require_tool, value
 
@@ -67,8 +68,8 @@ def test_folder_not_utf8_appearing_while_running_stops_no_other_model(
     exporter = exporter_for(config_from(f"discover:\n  - directory: {root}\n"))
     first = value(refresh(exporter), "deepracer_model_iteration", model="good")
     write_training(root, b"bad\xff", simulator(2, 40))
-    for _ in range(2):
-        good.advance(30)
+    for _ in range(2 * DISCOVER_CYCLES):  # the root is listed twice meanwhile
+        good.advance(10)
         write_training(root, b"good", good)
         got = refresh(exporter)  # parses: the exposition is valid
         assert value(got, "deepracer_model_iteration", model="good") > first

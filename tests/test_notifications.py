@@ -221,9 +221,14 @@ def delivered(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     logs = root / "logs"
     shutil.copytree(samples / "sample-drfc-1-logs", logs / "done")
     hyper = logs / "done" / "ip" / "hyperparameters.json"
+    metrics = logs / "done" / "metrics" / "TrainingMetrics.json"
+    full = metrics.read_text()
+    records = json.loads(full)["metrics"]
     doc = json.loads(hyper.read_text())
-    doc["term_cond_max_episodes"] = 100_000  # still training
+    # The training ends with the sample's last episode; its last five are not written yet.
+    doc["term_cond_max_episodes"] = sum(r["phase"] == "training" for r in records)
     hyper.write_text(json.dumps(doc))
+    metrics.write_text(json.dumps({"metrics": records[:-5]}))
     (logs / "done" / "model" / "deepracer_checkpoints.json").write_text(json.dumps({
         "best_checkpoint": {"name": "25_Step-12345.ckpt", "avg_eval_metric": 93.5},
         "last_checkpoint": {"name": "27_Step-13000.ckpt", "avg_eval_metric": 88.0}}))
@@ -278,8 +283,7 @@ def delivered(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
         for receiver, port in prom_ports.items():
             wait_for(lambda p=port: scraped_training(p), 60, f"{receiver}'s first scrape")
-        doc["term_cond_max_episodes"] = 500  # the training reaches its end
-        hyper.write_text(json.dumps(doc))
+        metrics.write_text(full)  # the last episodes: the training reaches its end
 
         def all_delivered() -> bool:
             with captured.lock:
