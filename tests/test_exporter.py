@@ -323,6 +323,34 @@ def test_unchanged_models_are_not_rendered_again(s3: Any, bucket: str, s3_endpoi
         assert rendered.plain.count(f"# HELP {name} ".encode()) == 1
 
 
+def test_unchanged_simtrace_families_are_not_rendered_again(samples: Path,
+                                                           tmp_path: Path) -> None:
+    """A model's simtrace families (a sample per iteration: simulator health, training
+    analysis) are kept as text while its simtrace figures are unchanged: a finished model costs
+    no formatting per refresh. The text is the catalogue's samples, each family once."""
+    import gzip
+
+    from deepracer_exporter.catalogue import SIMTRACE_FAMILIES
+
+    shutil.copytree(samples / "sample-drfc-1-logs", tmp_path / "a")
+    exporter = exporter_for(config_from(
+        f"history_max_age: always\nmodels:\n  - {{name: a, directory: {tmp_path}, prefix: a}}\n"))
+    first = refresh(exporter)
+    renderer = exporter.exposition.simtrace
+    chunk = renderer._cache["a"]
+    counts = {f.name: len(pick(first, f.name, model="a")) for f in SIMTRACE_FAMILIES}
+    assert sum(counts.values()) > 100, counts  # the sample has simtrace (no wall clock)
+    assert chunk.samples == sum(counts.values())
+    second = refresh(exporter)
+    assert renderer._cache["a"] is chunk  # unchanged: not rendered again
+    for f in SIMTRACE_FAMILIES:
+        assert pick(second, f.name, model="a") == pick(first, f.name, model="a")
+    rendered = exporter.exposition.rendered
+    assert gzip.decompress(rendered.gzipped) == rendered.plain
+    for f in SIMTRACE_FAMILIES:
+        assert rendered.plain.count(f"# HELP {f.name} ".encode()) == 1
+
+
 @pytest.mark.parametrize("source", ["s3", "directory"])
 def test_grown_file_is_read_by_its_tail(source: str, s3: Any, bucket: str, s3_endpoint: str,
                                         tmp_path: Path) -> None:

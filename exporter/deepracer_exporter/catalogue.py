@@ -94,6 +94,9 @@ class ModelFamily(Family):
     """Current state of one model: exported for every model, idle ones included."""
 
     values: Callable[[Snapshot, ModelSnapshot], Iterable[Sample]]  # labels after `model`
+    # One sample per simtrace iteration: rendered as text by render.SimtraceRenderer and kept
+    # while the model's simtrace figures are unchanged, not rebuilt by the collector every refresh.
+    simtrace_iterations: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -545,6 +548,7 @@ FAMILIES: tuple[Family, ...] = (
     # -- simulator health (simtrace) -------------------------------------------------------
     ModelFamily(
         name="deepracer_iteration_step_seconds", type="gauge", section="simulator",
+        simtrace_iterations=True,
         labels=("model", "iteration", "stat"), unit="seconds",
         help="Simulated seconds between steps in the iteration, workers merged (stat mean, p95; "
              "max with iteration_stats full).",
@@ -555,6 +559,7 @@ FAMILIES: tuple[Family, ...] = (
         values=_simulator_iterations(_iteration_step_stats)),
     ModelFamily(
         name="deepracer_iteration_real_time_factor", type="gauge", section="simulator",
+        simtrace_iterations=True,
         labels=("model", "iteration"),
         help="Simulated seconds per wall-clock second in the iteration (mean over workers).",
         doc="simulated seconds per wall-clock second, mean of the workers'; 1 is real time, "
@@ -563,6 +568,7 @@ FAMILIES: tuple[Family, ...] = (
             it.steps.real_time_factor if it.steps is not None else None))),
     ModelFamily(
         name="deepracer_iteration_training_seconds", type="gauge", section="simulator",
+        simtrace_iterations=True,
         labels=("model", "iteration"), unit="seconds",
         help="Wall-clock seconds worker 0 spent simulating the iteration's episodes.",
         doc="wall-clock span of worker 0's rows of the iteration: the time spent simulating "
@@ -571,6 +577,7 @@ FAMILIES: tuple[Family, ...] = (
             it.timing.training_seconds if it.timing is not None else None))),
     ModelFamily(
         name="deepracer_iteration_policy_seconds", type="gauge", section="simulator",
+        simtrace_iterations=True,
         labels=("model", "iteration"), unit="seconds",
         help="Wall-clock seconds from the iteration's last step to the next iteration's first "
              "(policy update and evaluation).",
@@ -619,6 +626,7 @@ FAMILIES: tuple[Family, ...] = (
     # -- training analysis (simtrace) ---------------------------------------------------------
     ModelFamily(
         name="deepracer_iteration_speed_meters_per_second", type="gauge", section="analysis",
+        simtrace_iterations=True,
         labels=("model", "iteration"),
         help="Mean over the iteration's training episodes of each episode's mean speed.",
         doc="mean over the iteration's episodes (all workers) of simulation_agg's `speed` (the "
@@ -627,12 +635,14 @@ FAMILIES: tuple[Family, ...] = (
         values=_analysis_iterations(lambda it: _one(it.speed))),
     ModelFamily(
         name="deepracer_iteration_distance_meters", type="gauge", section="analysis",
+        simtrace_iterations=True,
         labels=("model", "iteration"),
         help="Mean distance driven per training episode in the iteration.",
         doc="mean of simulation_agg's `dist` over the iteration's episodes",
         values=_analysis_iterations(lambda it: _one(it.distance))),
     ModelFamily(
         name="deepracer_iteration_projected_lap_seconds", type="gauge", section="analysis",
+        simtrace_iterations=True,
         labels=("model", "iteration", "stat"), unit="seconds",
         help="Episode time scaled to a full lap (time x 100 / progress) in the iteration "
              "(stat min, median).",
@@ -815,6 +825,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 MODEL_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, ModelFamily))
+SIMTRACE_FAMILIES = tuple(f for f in MODEL_FAMILIES if f.simtrace_iterations)
 ITERATION_FAMILIES = tuple(f for f in FAMILIES if isinstance(f, IterationFamily))
 
 

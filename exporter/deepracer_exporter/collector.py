@@ -2,8 +2,9 @@
 
 Every `collect()` builds fresh families from the current snapshot, so a model or iteration that
 vanished from the data vanishes from /metrics too. The per-iteration families, nearly all of the
-series, are rendered by `render.IterationRenderer` instead, which reuses unchanged models' text;
-this collector only counts them, for the per-model series self-report.
+series, are rendered by `render.IterationRenderer` and `render.SimtraceRenderer` instead, which
+reuse unchanged models' text; this collector only counts them, for the per-model series
+self-report.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ def _family(f: Family, snapshot: Snapshot) -> MetricFamily:
 
 
 class SnapshotCollector(Collector):
-    def __init__(self, get_snapshot: Callable[[], Snapshot]) -> None:
+    """`simtrace_samples(model)`: how many samples `render.SimtraceRenderer` rendered for the
+    model (the families it renders are skipped here), for the series self-report."""
+
+    def __init__(self, get_snapshot: Callable[[], Snapshot],
+                 simtrace_samples: Callable[[str], int] = lambda _model: 0) -> None:
         self._get = get_snapshot
+        self._simtrace_samples = simtrace_samples
         # model -> (derived, selection, per-iteration samples): counted once per derived result
         self._counts: dict[str, tuple[Derived, IterationStatSelection, int]] = {}
 
@@ -50,6 +56,8 @@ class SnapshotCollector(Collector):
         out: list[MetricFamily] = []
         report: MetricFamily | None = None
         for f in FAMILIES:
+            if isinstance(f, ModelFamily) and f.simtrace_iterations:
+                continue
             if isinstance(f, ModelFamily):
                 family = _family(f, snap)
                 for m in snap.models:
@@ -68,6 +76,7 @@ class SnapshotCollector(Collector):
         if report is not None:
             for m in snap.models:
                 report.add_metric([m.name], series[m.name] + 1  # + this sample
-                                  + self._iteration_samples(m, snap))
+                                  + self._iteration_samples(m, snap)
+                                  + self._simtrace_samples(m.name))
         self._counts = {n: c for n, c in self._counts.items() if n in series}
         yield from out

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 
 from .collector import SnapshotCollector
-from .render import IterationRenderer
+from .render import IterationRenderer, SimtraceRenderer
 from .snapshot import Snapshot
 
 
@@ -62,7 +62,8 @@ class Exposition:
                  live: CollectorRegistry | None = None) -> None:
         self._snapshot: Snapshot | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.registry.register(SnapshotCollector(self._current))
+        self.simtrace = SimtraceRenderer()
+        self.registry.register(SnapshotCollector(self._current, self.simtrace.samples))
         self.live = live
         self._lock = threading.Lock()
         self.iterations = IterationRenderer()
@@ -81,10 +82,12 @@ class Exposition:
     def update(self, snapshot: Snapshot) -> None:
         with self._lock:  # one render at a time; readers use the previous bytes meanwhile
             self._snapshot = snapshot
+            simtrace = self.simtrace.render(snapshot)  # before the collector counts its samples
             body = generate_latest(self.registry)
             families = self.iterations.render(snapshot)
-            rendered = Rendered((body, *families.plain),
-                                lambda: (gzip.compress(body, 6), *families.gzipped()))
+            rendered = Rendered((body, *simtrace.plain, *families.plain),
+                                lambda: (gzip.compress(body, 6), *simtrace.gzipped(),
+                                         *families.gzipped()))
             if self._gzip_wanted:  # compress here, in the refresh thread, not in a scrape
                 rendered.gzip_parts  # noqa: B018
             self.rendered = rendered

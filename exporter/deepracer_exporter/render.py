@@ -18,13 +18,14 @@ catalogue (`catalogue.ITERATION_FAMILIES`, `Snapshot.iteration_stats`).
 from __future__ import annotations
 
 import gzip
+import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from .catalogue import ITERATION_FAMILIES, IterationFamily
+from .catalogue import ITERATION_FAMILIES, SIMTRACE_FAMILIES, IterationFamily
 from .config import DEFAULT_ITERATION_STATS
 from .config import IterationStats as IterationStatSelection
 from .derive import Derived, IterationTable
@@ -173,3 +174,101 @@ class IterationRenderer:
             plain.append(head)
             plain.extend(c.plain[i] for c in current.values() if c.plain[i])
         return RenderedFamilies(tuple(plain), tuple(heads), tuple(current.values()))
+
+
+class _Simtrace:
+    """One model's simtrace-family lines, the figures they came from, and gzip on demand."""
+
+    def __init__(self, key: tuple[object, ...], plain: tuple[bytes, ...], samples: int) -> None:
+        self.key = key
+        self.plain = plain
+        self.samples = samples
+        self._gzipped: tuple[bytes, ...] | None = None
+        self._lock = threading.Lock()
+
+    def fits(self, key: tuple[object, ...]) -> bool:
+        """Same simulator and analysis objects (identity), same idle state and selection."""
+        return (self.key[0] is key[0] and self.key[1] is key[1]
+                and self.key[2:] == key[2:])
+
+    def gzipped(self) -> tuple[bytes, ...]:
+        with self._lock:
+            if self._gzipped is None:
+                self._gzipped = tuple(gzip.compress(p, _GZIP_LEVEL) if p else b""
+                                      for p in self.plain)
+            return self._gzipped
+
+
+def _number(value: float) -> str:
+    """A sample value as the text format writes it (`%r`, as the other families)."""
+    v = float(value)
+    if math.isfinite(v):
+        return repr(v)
+    return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
+
+
+def simtrace_lines(m: ModelSnapshot, snapshot: Snapshot) -> tuple[tuple[bytes, ...], int]:
+    """One text block per family of `SIMTRACE_FAMILIES` with this model's samples, and their
+    number: the catalogue's own values."""
+    model = escape(m.name)
+    blocks, count = [], 0
+    for f in SIMTRACE_FAMILIES:
+        names = f.labels[1:]
+        lines = []
+        for labels, value in f.values(snapshot, m):
+            pairs = "".join(f',{n}="{escape(v)}"' for n, v in zip(names, labels, strict=True))
+            lines.append(f'{f.name}{{model="{model}"{pairs}}} {_number(value)}\n')
+        count += len(lines)
+        blocks.append("".join(lines).encode())
+    return tuple(blocks), count
+
+
+class SimtraceRenderer:
+    """The per-iteration families of simtrace (simulator health, training analysis), kept per
+    model while its simtrace figures, idle state and stats selection are unchanged: a finished
+    model's thousands of such samples cost nothing per refresh (the collector would build and
+    format them every time)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, _Simtrace] = {}
+
+    def samples(self, model: str) -> int:
+        """Samples of `model` in the last render (for the per-model series self-report)."""
+        cached = self._cache.get(model)
+        return cached.samples if cached is not None else 0
+
+    def render(self, snapshot: Snapshot) -> RenderedSimtrace:
+        current: dict[str, _Simtrace] = {}
+        for m in snapshot.models:
+            key = (m.extras.simulator, m.extras.analysis, m.history_exported(snapshot.created),
+                   snapshot.iteration_stats)
+            cached = self._cache.get(m.name)
+            if cached is None or not cached.fits(key):
+                cached = _Simtrace(key, *simtrace_lines(m, snapshot))
+            current[m.name] = cached
+        self._cache = current
+        heads = tuple((f"# HELP {f.name} {f.help_text(snapshot)}\n"
+                       f"# TYPE {f.name} {f.type}\n").encode() for f in SIMTRACE_FAMILIES)
+        return RenderedSimtrace(heads, tuple(current.values()))
+
+
+@dataclass(frozen=True)
+class RenderedSimtrace:
+    heads: tuple[bytes, ...]
+    chunks: tuple[_Simtrace, ...]
+
+    @property
+    def plain(self) -> tuple[bytes, ...]:
+        out: list[bytes] = []
+        for i, head in enumerate(self.heads):
+            out.append(head)
+            out.extend(c.plain[i] for c in self.chunks if c.plain[i])
+        return tuple(out)
+
+    def gzipped(self) -> tuple[bytes, ...]:
+        members = [c.gzipped() for c in self.chunks]
+        out: list[bytes] = []
+        for i, head in enumerate(self.heads):
+            out.append(gzip.compress(head, _GZIP_LEVEL))
+            out.extend(m[i] for m in members if m[i])
+        return tuple(out)
