@@ -101,6 +101,17 @@ def model_lines(model: str, derived: Derived,
     return blocks
 
 
+def _gzip_families(heads: tuple[bytes, ...], members: list[tuple[bytes, ...]]
+                   ) -> tuple[bytes, ...]:
+    """Per family: its head, then each model's gzip member of it (concatenated members are one
+    valid gzip stream)."""
+    out: list[bytes] = []
+    for i, head in enumerate(heads):
+        out.append(gzip.compress(head, _GZIP_LEVEL))
+        out.extend(m[i] for m in members if m[i])
+    return tuple(out)
+
+
 class _Chunks:
     """One model's rendered lines per family, and their gzip members made on first demand."""
 
@@ -131,12 +142,7 @@ class RenderedFamilies:
     chunks: tuple[_Chunks, ...]
 
     def gzipped(self) -> tuple[bytes, ...]:
-        members = [c.gzipped() for c in self.chunks]
-        out: list[bytes] = []
-        for i, head in enumerate(self.heads):
-            out.append(gzip.compress(head, _GZIP_LEVEL))
-            out.extend(m[i] for m in members if m[i])
-        return tuple(out)
+        return _gzip_families(self.heads, [c.gzipped() for c in self.chunks])
 
 
 class IterationRenderer:
@@ -266,9 +272,4 @@ class RenderedSimtrace:
         return tuple(out)
 
     def gzipped(self) -> tuple[bytes, ...]:
-        members = [c.gzipped() for c in self.chunks]
-        out: list[bytes] = []
-        for i, head in enumerate(self.heads):
-            out.append(gzip.compress(head, _GZIP_LEVEL))
-            out.extend(m[i] for m in members if m[i])
-        return tuple(out)
+        return _gzip_families(self.heads, [c.gzipped() for c in self.chunks])
