@@ -112,14 +112,10 @@ def _gzip_families(heads: tuple[bytes, ...], members: list[tuple[bytes, ...]]
     return tuple(out)
 
 
-class _Chunks:
-    """One model's rendered lines per family, and their gzip members made on first demand."""
+class _Parts:
+    """One model's text per family, and their gzip members made on first demand."""
 
-    def __init__(self, derived: Derived, stats: IterationStatSelection, exported: bool,
-                 plain: tuple[bytes, ...]) -> None:
-        self.derived = derived
-        self.stats = stats
-        self.exported = exported  # False: the model is idle, its history is not exported
+    def __init__(self, plain: tuple[bytes, ...]) -> None:
         self.plain = plain
         self._gzipped: tuple[bytes, ...] | None = None
         self._lock = threading.Lock()
@@ -130,6 +126,18 @@ class _Chunks:
                 self._gzipped = tuple(gzip.compress(p, _GZIP_LEVEL) if p else b""
                                       for p in self.plain)
             return self._gzipped
+
+
+class _Chunks(_Parts):
+    """One model's per-iteration lines, with the derived result they came from."""
+
+    def __init__(self, derived: Derived, stats: IterationStatSelection, exported: bool,
+                 plain: tuple[bytes, ...]) -> None:
+        self.derived = derived
+        self.stats = stats
+        self.exported = exported  # False: the model is idle, its history is not exported
+        super().__init__(plain)
+
 
 
 @dataclass(frozen=True)
@@ -182,27 +190,19 @@ class IterationRenderer:
         return RenderedFamilies(tuple(plain), tuple(heads), tuple(current.values()))
 
 
-class _Simtrace:
-    """One model's simtrace-family lines, the figures they came from, and gzip on demand."""
+class _Simtrace(_Parts):
+    """One model's simtrace-family lines, with the figures they came from."""
 
     def __init__(self, key: tuple[object, ...], plain: tuple[bytes, ...], samples: int) -> None:
+        super().__init__(plain)
         self.key = key
-        self.plain = plain
         self.samples = samples
-        self._gzipped: tuple[bytes, ...] | None = None
-        self._lock = threading.Lock()
 
     def fits(self, key: tuple[object, ...]) -> bool:
         """Same simulator and analysis objects (identity), same idle state and selection."""
         return (self.key[0] is key[0] and self.key[1] is key[1]
                 and self.key[2:] == key[2:])
 
-    def gzipped(self) -> tuple[bytes, ...]:
-        with self._lock:
-            if self._gzipped is None:
-                self._gzipped = tuple(gzip.compress(p, _GZIP_LEVEL) if p else b""
-                                      for p in self.plain)
-            return self._gzipped
 
 
 def _number(value: float) -> str:
