@@ -35,22 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .lograte import LogLimiter
-from .policylog import (
-    Checkpoint,
-    Epoch,
-    LogLineError,
-    PolicyState,
-    PolicyTrack,
-    parse_line,
-    worker_prefix,
-)
+from .policylog import LINE_RESULTS, PolicyState, PolicyTrack, read_line, worker_prefix
 from .sources import REASONS, SourceError
 
 log = logging.getLogger("deepracer_exporter")
 
 DEFAULT_LOG_GROUP = "/aws/deepracer/training/TrainingJobs"
 FILTER_PATTERN = '?"Policy training>" ?"Checkpoint> Saving" ?"Training Worker Args"'
-LINE_RESULTS = ("policy", "checkpoint", "unreadable")
 MAX_PAGES = 20
 _ARTIFACTS = ("/sagemaker-artifacts", "/sagemaker-robomaker-artifacts")
 
@@ -187,23 +178,13 @@ class CloudWatchLogs:
             return
         if at < s.last_ms or (at == s.last_ms and eid in s.ids_at_last):
             return
-        try:
-            record = parse_line(text)
-        except LogLineError:
-            record = None
-            result: str | None = "unreadable"
-        else:
-            result = ("policy" if isinstance(record, Epoch) else
-                      "checkpoint" if isinstance(record, Checkpoint) else None)
+        record, result = read_line(text)
         with self._lock:
             if at > s.last_ms:
                 s.last_ms, s.ids_at_last = at, set()
             s.ids_at_last.add(eid)
             if (prefix := worker_prefix(text)) is not None:
                 s.prefix = model_prefix(prefix)
-            if isinstance(record, Epoch):
-                s.track.epoch(record, at / 1000)
-            elif isinstance(record, Checkpoint):
-                s.track.checkpoint(record)
+            s.track.take(record, at / 1000)
             if result is not None:
                 self._lines[result] += 1

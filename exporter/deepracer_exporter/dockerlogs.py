@@ -49,13 +49,11 @@ from urllib.parse import quote, urlencode
 
 from .lograte import LogLimiter
 from .policylog import (
+    LINE_RESULTS,
     MAX_LOG_LINE,
-    Checkpoint,
-    Epoch,
-    LogLineError,
     PolicyState,
     PolicyTrack,
-    parse_line,
+    read_line,
     worker_prefix,
 )
 
@@ -64,7 +62,6 @@ log = logging.getLogger("deepracer_exporter")
 DEFAULT_CONTAINERS = r"-algo-\d+-"
 DEFAULT_ENV = ("MODEL_S3_PREFIX",)
 ERROR_REASONS = ("unreachable", "access_denied", "timeout", "api_error", "protocol")
-LINE_RESULTS = ("policy", "checkpoint", "unreadable")
 _REQUEST_SECONDS = 10.0
 
 
@@ -381,14 +378,7 @@ class DockerLogs:
         if at == skip_at and skip > 0:
             return skip - 1
         text = text_bytes.decode("utf-8", "replace")
-        try:
-            record = parse_line(text)
-        except LogLineError:
-            record = None
-            result: str | None = "unreadable"
-        else:
-            result = ("policy" if isinstance(record, Epoch) else
-                      "checkpoint" if isinstance(record, Checkpoint) else None)
+        record, result = read_line(text)
         with self._lock:
             if c.last == 0:
                 c.started = at
@@ -399,10 +389,7 @@ class DockerLogs:
                     c.track = PolicyTrack(self._max_iterations)
                     c.started = at
                 c.prefix = prefix
-            if isinstance(record, Epoch):
-                c.track.epoch(record, at / 1e9)
-            elif isinstance(record, Checkpoint):
-                c.track.checkpoint(record)
+            c.track.take(record, at / 1e9)
             if result is not None:
                 self._lines[result] += 1
         return skip

@@ -145,6 +145,21 @@ class PolicyState:
     iteration_entropy: tuple[tuple[int, float], ...] = ()
 
 
+LINE_RESULTS = ("policy", "checkpoint", "unreadable")  # what `read_line` counts
+
+
+def read_line(line: str) -> tuple[Epoch | Checkpoint | None, str | None]:
+    """`parse_line` and the line's counted result: `policy`, `checkpoint`, `unreadable` (a
+    marker whose values are not numbers), or None for any other line."""
+    try:
+        record = parse_line(line)
+    except LogLineError:
+        return None, "unreadable"
+    if isinstance(record, Epoch):
+        return record, "policy"
+    return record, "checkpoint" if isinstance(record, Checkpoint) else None
+
+
 class PolicyTrack:
     """Folds one training's epochs (and checkpoints) into a PolicyState, keeping the latest
     `max_iterations` iterations' mean entropy. Not thread-safe: its owner locks."""
@@ -172,6 +187,13 @@ class PolicyTrack:
         self.state = PolicyState(
             e.entropy, e.kl_divergence, e.surrogate_loss, e.epoch, s.epochs + 1, now,
             s.episodes, s.last_episode_time, self._entropies())
+
+    def take(self, record: Epoch | Checkpoint | None, now: float) -> None:
+        """One line's record (see `read_line`); None changes nothing."""
+        if isinstance(record, Epoch):
+            self.epoch(record, now)
+        elif isinstance(record, Checkpoint):
+            self.checkpoint(record)
 
     def checkpoint(self, c: Checkpoint) -> None:
         """Checkpoint N closes update N: its epochs belong to iteration N - 1."""
@@ -220,14 +242,8 @@ def read_log(text: str, now: float, max_iterations: int = 1000) -> tuple[PolicyS
     track = PolicyTrack(max_iterations)
     bad = 0
     for line in split_lines(text):
-        try:
-            record = parse_line(line)
-        except LogLineError:
-            bad += 1
-            continue
-        if isinstance(record, Epoch):
-            track.epoch(record, now)
-        elif isinstance(record, Checkpoint):
-            track.checkpoint(record)
+        record, result = read_line(line)
+        bad += result == "unreadable"
+        track.take(record, now)
     track.flush()
     return track.state, bad
